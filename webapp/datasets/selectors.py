@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from django.http import Http404
+
+from webapp.datasets.models import Dataset
+
+
+def dataset_list(*, user: AbstractBaseUser | AnonymousUser, limit: int = 50,
+                 offset: int = 0) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(owner_id=user.pk)[offset:offset + limit]
+
+
+def dataset_get_for_user(*, user: AbstractBaseUser | AnonymousUser,
+                         dataset_id: int | str) -> Dataset:
+    try:
+        return Dataset.objects.get(pk=int(dataset_id), owner_id=user.pk)
+    except (Dataset.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such dataset.") from None

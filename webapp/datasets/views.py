@@ -1,0 +1,5 @@
+from django.http import HttpResponse
+
+
+def dataset_list_page(request):
+    return HttpResponse("")

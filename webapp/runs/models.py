@@ -1,0 +1,128 @@
+"""Runs and what they produce: per-step metrics, sample completions and checkpoints.
+
+A run's writes all name the attempt that made them (``Run.attempt``); services refuse a write
+whose attempt is not the run's current one, so a stale worker cannot corrupt a newer attempt.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class Algorithm(models.TextChoices):
+    GRPO = "grpo", "GRPO"
+
+
+class Run(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="runs")
+    name = models.CharField(max_length=200)
+    algorithm = models.CharField(max_length=20, choices=Algorithm.choices)
+    status = models.CharField(max_length=20, choices=RunStatus.choices,
+                              default=RunStatus.QUEUED, db_index=True)
+    dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT,
+                                related_name="runs")
+    base_model = models.CharField(max_length=200, help_text="registry id of the start model")
+    # Lineage: the checkpoint this run started from, when its base model is one.
+    parent_checkpoint = models.ForeignKey("runs.Checkpoint", null=True, blank=True,
+                                          on_delete=models.SET_NULL, related_name="children")
+    rewards = models.JSONField(default=list)
+    hyperparameters = models.JSONField(default=dict)
+    step = models.PositiveIntegerField(default=0)
+    max_steps = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    stop_reason = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+
+class Metric(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    key = models.CharField(max_length=100)
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "step", "key"],
+                                               name="metric_unique_run_step_key")]
+        indexes = [models.Index(fields=["run", "step"])]
+
+
+class Sample(models.Model):
+    """A completion kept for the samples table of the run page."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
+    step = models.PositiveIntegerField()
+    index = models.PositiveIntegerField()
+    prompt = models.TextField()
+    completion = models.TextField()
+    rewards = models.JSONField(default=dict)
+    reward = models.FloatField()
+    advantage = models.FloatField()
+
+    class Meta:
+        ordering = ["step", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "step", "index"],
+                                               name="sample_unique_run_step_index")]
+
+
+class Checkpoint(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    # Relative to settings.CHECKPOINTS_DIR; a save_pretrained directory.
+    path = models.CharField(max_length=300)
+    # The zip users download, made once when the checkpoint is recorded; size and sha256 are
+    # the archive's, so a downloaded file can be checked against the listing.
+    archive = models.CharField(max_length=300)
+    size_bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"],
+                                               name="checkpoint_unique_run_step")]
+
+    @property
+    def directory(self) -> Path:
+        return Path(settings.CHECKPOINTS_DIR) / self.path
+
+    @property
+    def archive_path(self) -> Path:
+        return Path(settings.CHECKPOINTS_DIR) / self.archive
+
+    @property
+    def model_id(self) -> str:
+        return f"ckpt-{self.pk}"
