@@ -59,6 +59,7 @@ CSRF_TRUSTED_ORIGINS = [o for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS", "").sp
 
 # Everything the product writes (database, uploads, models, checkpoints) lives under VAR_DIR.
 VAR_DIR = Path(env_str("RLHF_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite cannot create its directory
 MEDIA_ROOT = VAR_DIR / "media"
 DATASETS_DIR = VAR_DIR / "datasets"
 CHECKPOINTS_DIR = VAR_DIR / "checkpoints"

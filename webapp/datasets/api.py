@@ -1,3 +1,63 @@
-from ninja import Router
+"""``/api/datasets``: upload (multipart), list, detail (API.md "Datasets")."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import File, Form, Query, Router, Schema
+from ninja.files import UploadedFile
+from pydantic import Field
+
+from webapp.datasets import selectors, services
+from webapp.datasets.models import Dataset
 
 router = Router(tags=["datasets"])
+
+LIST_LIMIT_DEFAULT = 50
+LIST_LIMIT_MAX = 500
+
+
+class DatasetSummaryOut(Schema):
+    id: int
+    name: str
+    kind: str
+    rows: int
+    columns: list[str]
+    created_at: datetime
+    size_bytes: int
+    original_filename: str
+
+
+class DatasetOut(DatasetSummaryOut):
+    preview: list[dict[str, Any]]
+
+
+class Paging(Schema):
+    limit: int = Field(LIST_LIMIT_DEFAULT, ge=1,
+                       description=f"At most {LIST_LIMIT_MAX}; larger values are capped.")
+    offset: int = Field(0, ge=0)
+
+
+# Each collection route answers with and without the trailing slash; the slashed twin stays
+# out of the OpenAPI document.
+@router.post("", response={201: DatasetOut}, summary="Upload a dataset")
+@router.post("/", response={201: DatasetOut}, include_in_schema=False)
+def create_dataset(request: HttpRequest, file: UploadedFile | None = File(None),
+                   name: str = Form(""), kind: str = Form("")) -> tuple[int, Dataset]:
+    """Multipart ``file`` (JSONL, CSV or Parquet, optionally gzipped), ``name`` and ``kind``
+    (``prompts | preferences | rankings``). Errors name the offending rows."""
+    dataset = services.dataset_create(owner=request.user, name=name, kind=kind, upload=file)
+    return 201, dataset
+
+
+@router.get("", response=list[DatasetSummaryOut], summary="List your datasets, newest first")
+@router.get("/", response=list[DatasetSummaryOut], include_in_schema=False)
+def list_datasets(request: HttpRequest, paging: Query[Paging]) -> list[Dataset]:
+    limit = min(paging.limit, LIST_LIMIT_MAX)
+    return list(selectors.dataset_list(user=request.user, limit=limit, offset=paging.offset))
+
+
+@router.get("/{dataset_id}", response=DatasetOut, summary="One dataset with a preview")
+def get_dataset(request: HttpRequest, dataset_id: str) -> Dataset:
+    return selectors.dataset_get_for_user(user=request.user, dataset_id=dataset_id)

@@ -1,4 +1,9 @@
+"""Reads for datasets: the user's list, one dataset (others' are 404), the stored rows."""
 from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
@@ -18,3 +23,11 @@ def dataset_get_for_user(*, user: AbstractBaseUser | AnonymousUser,
         return Dataset.objects.get(pk=int(dataset_id), owner_id=user.pk)
     except (Dataset.DoesNotExist, ValueError, TypeError):
         raise Http404("No such dataset.") from None
+
+
+def dataset_rows(dataset: Dataset) -> Iterator[dict[str, Any]]:
+    """The stored, normalised rows, one dict per JSONL line, read lazily."""
+    with dataset.file_path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)

@@ -5,4 +5,6 @@ from webapp.datasets import views
 app_name = "datasets"
 urlpatterns = [
     path("", views.dataset_list_page, name="list"),
+    path("upload/", views.dataset_upload, name="upload"),
+    path("<int:dataset_id>/", views.dataset_detail_page, name="detail"),
 ]

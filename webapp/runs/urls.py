@@ -6,4 +6,9 @@ app_name = "runs"
 urlpatterns = [
     path("", views.run_list_page, name="list"),
     path("new/", views.run_new, name="new"),
+    path("<int:run_id>/", views.run_detail, name="detail"),
+    path("<int:run_id>/cancel/", views.run_cancel, name="cancel"),
+    path("<int:run_id>/samples/", views.run_samples_fragment, name="samples"),
+    path("<int:run_id>/checkpoints/", views.run_checkpoints_fragment, name="checkpoints"),
+    path("<int:run_id>/status/", views.run_status_fragment, name="status"),
 ]

@@ -1,0 +1,142 @@
+// The live run page: history from the metrics API, then new steps from server-sent events,
+// appended to the charts with Plotly.extendTraces (no reload, zoom kept).
+(function () {
+  "use strict";
+  const page = document.getElementById("run-page");
+  if (!page) return;
+  const maxSteps = Number(page.dataset.maxSteps);
+  const CHARTS = [
+    { title: "Reward", match: (k) => k === "reward/mean" || /^reward\/[^/]+\/mean$/.test(k) },
+    { title: "Reward std / groups with zero std", keys: ["reward/std", "reward/frac_zero_std"] },
+    { title: "KL to reference", keys: ["kl/mean"] },
+    { title: "Entropy", keys: ["entropy/mean"] },
+    { title: "Loss", match: (k) => k.startsWith("loss/") },
+    { title: "Clip ratios", keys: ["clip/low", "clip/high", "clip/region"] },
+    { title: "Completion length (tokens)",
+      keys: ["completion/length_mean", "completion/length_min", "completion/length_max"] },
+    { title: "Completion length (characters)", keys: ["completion/chars_mean"] },
+    { title: "Truncated share", keys: ["completion/truncated_frac"] },
+    { title: "Gradient norm", keys: ["optim/grad_norm"] },
+    { title: "Learning rate", keys: ["optim/lr"] },
+    { title: "Tokens per second", keys: ["perf/tokens_per_s"] },
+    { title: "Seconds per step", keys: ["perf/step_s", "perf/generate_s"] },
+    { title: "Peak memory (MB)", keys: ["perf/peak_mem_mb"] },
+  ];
+  const container = document.getElementById("charts");
+  const charts = CHARTS.map((spec, i) => {
+    const div = document.createElement("div");
+    div.className = "chart";
+    div.id = "chart-" + i;
+    div.dataset.title = spec.title;
+    container.appendChild(div);
+    return { spec, div, traces: {}, drawn: false };
+  });
+  let lastStep = 0;
+  const stepSeconds = [];
+
+  function chartFor(key) {
+    return charts.find((c) => (c.spec.keys ? c.spec.keys.includes(key) : c.spec.match(key)));
+  }
+
+  // series: {key: {x: [...], y: [...]}} -> append to every chart that shows the key.
+  function append(series) {
+    const byChart = new Map();
+    for (const [key, s] of Object.entries(series)) {
+      const chart = chartFor(key);
+      if (!chart || !s.x.length) continue;
+      if (!byChart.has(chart)) byChart.set(chart, []);
+      byChart.get(chart).push([key, s]);
+    }
+    for (const [chart, items] of byChart) {
+      if (!chart.drawn) {
+        const data = items.map(([key, s], i) => {
+          chart.traces[key] = i;
+          return { x: s.x, y: s.y, name: key, mode: "lines+markers", marker: { size: 4 } };
+        });
+        Plotly.newPlot(chart.div, data, {
+          title: { text: chart.spec.title, font: { size: 13 } }, uirevision: "run",
+          margin: { l: 50, r: 10, t: 32, b: 32 }, height: 258, showlegend: data.length > 1,
+          legend: { orientation: "h", y: -0.2, font: { size: 10 } }, xaxis: { title: "" },
+        }, { displaylogo: false, responsive: true });
+        chart.drawn = true;
+        continue;
+      }
+      const fresh = items.filter(([key]) => !(key in chart.traces));
+      for (const [key, s] of fresh) {
+        chart.traces[key] = Object.keys(chart.traces).length;
+        Plotly.addTraces(chart.div, { x: s.x, y: s.y, name: key, mode: "lines+markers" });
+      }
+      const old = items.filter(([key, s]) => !fresh.some(([k]) => k === key));
+      if (old.length) {
+        Plotly.extendTraces(chart.div, { x: old.map(([, s]) => s.x), y: old.map(([, s]) => s.y) },
+          old.map(([key]) => chart.traces[key]));
+      }
+    }
+  }
+
+  function formatEta(seconds) {
+    if (!isFinite(seconds) || seconds <= 0) return "";
+    const m = Math.floor(seconds / 60), s = Math.round(seconds % 60);
+    return "ETA " + (m ? m + "m " : "") + s + "s";
+  }
+
+  function setProgress(step) {
+    const bar = document.getElementById("run-progress");
+    if (bar) bar.style.width = Math.min(100, (100 * step) / maxSteps) + "%";
+    const label = document.getElementById("run-step");
+    if (label) label.textContent = "step " + step + " / " + maxSteps;
+    const recent = stepSeconds.slice(-5);
+    const mean = recent.reduce((a, b) => a + b, 0) / (recent.length || 1);
+    const eta = document.getElementById("run-eta");
+    if (eta) eta.textContent = recent.length ? formatEta(mean * (maxSteps - step)) : "";
+  }
+
+  function onStep(event) {
+    const data = JSON.parse(event.data);
+    if (data.step <= lastStep) return; // already drawn from the history
+    lastStep = data.step;
+    const series = {};
+    for (const [key, value] of Object.entries(data.metrics)) series[key] = { x: [data.step], y: [value] };
+    if ("perf/step_s" in data.metrics) stepSeconds.push(data.metrics["perf/step_s"]);
+    append(series);
+    setProgress(data.step);
+    page.dataset.step = String(data.step);
+    const pick = document.getElementById("sample-step");
+    if (!pick || !pick.value) {
+      htmx.ajax("GET", page.dataset.samplesUrl, { target: "#samples", swap: "outerHTML" });
+    }
+  }
+
+  function refresh(url, target) {
+    htmx.ajax("GET", url, { target: target, swap: "outerHTML" });
+  }
+
+  function listen() {
+    const source = new EventSource(page.dataset.eventsUrl);
+    source.addEventListener("step", onStep);
+    source.addEventListener("status", () => refresh(page.dataset.statusUrl, "#status-card"));
+    source.addEventListener("checkpoint", () => refresh(page.dataset.checkpointsUrl, "#checkpoints"));
+    source.addEventListener("end", (event) => {
+      source.close();
+      const data = JSON.parse(event.data);
+      page.dataset.status = data.status;
+      refresh(page.dataset.statusUrl, "#status-card");
+      refresh(page.dataset.checkpointsUrl, "#checkpoints");
+    });
+  }
+
+  async function start() {
+    const response = await fetch(page.dataset.metricsUrl + "?after=0", { credentials: "same-origin" });
+    if (response.ok) {
+      const body = await response.json();
+      append(body.series);
+      lastStep = body.last_step;
+      if (body.series["perf/step_s"]) stepSeconds.push(...body.series["perf/step_s"].y);
+      setProgress(Math.max(lastStep, Number(page.dataset.step)));
+    }
+    const ended = ["succeeded", "failed", "cancelled"].includes(page.dataset.status);
+    if (!ended) listen();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

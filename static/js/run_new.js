@@ -1,0 +1,58 @@
+// The launch form: reward rows (add, remove, show the inputs of the chosen type) and presets.
+(function () {
+  "use strict";
+  const form = document.getElementById("run-form");
+  if (!form) return;
+  const rows = document.getElementById("reward-rows");
+  const max = Number(rows.dataset.max);
+
+  function showInputsFor(row) {
+    const type = row.querySelector(".reward-type").value;
+    row.querySelectorAll("label[data-for]").forEach((label) => {
+      label.hidden = label.dataset.for !== type;
+    });
+  }
+
+  function renumber() {
+    rows.querySelectorAll(".reward-row").forEach((row, i) => {
+      row.dataset.index = String(i);
+      row.querySelectorAll("[name]").forEach((input) => {
+        input.name = input.name.replace(/^reward-\d+-/, "reward-" + i + "-");
+      });
+    });
+    document.getElementById("add-reward").disabled = rows.children.length >= max;
+  }
+
+  rows.addEventListener("change", (e) => {
+    if (e.target.classList.contains("reward-type")) showInputsFor(e.target.closest(".reward-row"));
+  });
+  rows.addEventListener("click", (e) => {
+    if (!e.target.classList.contains("remove-reward")) return;
+    if (rows.children.length > 1) e.target.closest(".reward-row").remove();
+    renumber();
+  });
+  document.getElementById("add-reward").addEventListener("click", () => {
+    const copy = rows.lastElementChild.cloneNode(true);
+    copy.querySelectorAll("input").forEach((input) => {
+      input.value = input.name.endsWith("-weight") ? "1.0" : input.name.endsWith("-column") ? "answer" : "";
+    });
+    rows.appendChild(copy);
+    renumber();
+    showInputsFor(copy);
+  });
+  rows.querySelectorAll(".reward-row").forEach(showInputsFor);
+  renumber();
+
+  const presets = JSON.parse(form.dataset.presets);
+  const select = document.getElementById("preset");
+  for (const name of Object.keys(presets)) select.add(new Option(name, name));
+  select.addEventListener("change", () => {
+    const values = presets[select.value] || {};
+    for (const [key, value] of Object.entries(values)) {
+      const input = form.elements["hp_" + key];
+      if (!input) continue;
+      if (input.type === "checkbox") input.checked = Boolean(value);
+      else input.value = value;
+    }
+  });
+})();

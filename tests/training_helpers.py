@@ -1,0 +1,65 @@
+"""Helpers shared by the training-engine tests: the prepared tiny model, small JSONL datasets
+and GRPO configs small enough to train in about a second on a CPU."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_LLAMA = ROOT / "var" / "models" / "tiny-llama"
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+
+PROMPTS = [
+    "Summarize: the cat sat on the mat all afternoon and refused to move.",
+    "Summarize: rain fell over the city, and the streets turned into small rivers.",
+    "Summarize: a committee met for four hours and agreed to meet again next week.",
+    "Summarize: the old bridge was repaired with steel taken from a shipyard.",
+    "Summarize: two robots argued about whether tea or coffee is better.",
+    "Summarize: the library stayed open all night during the exam season.",
+]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def grpo_config(tmp_path: Path, *, rows: list[dict[str, Any]] | None = None,
+                rewards: list[dict[str, Any]] | None = None, output: str = "out",
+                **hyperparameters: Any) -> Any:
+    """A tiny-llama GRPO config: 2 prompts x 2 completions of at most 8 tokens per step."""
+    from training.config import build_config
+
+    dataset = tmp_path / "rows.jsonl"
+    if rows is not None or not dataset.exists():
+        write_jsonl(dataset, rows if rows is not None else [{"prompt": p} for p in PROMPTS])
+    values = {"max_steps": 3, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8,
+              "learning_rate": 1e-3, "samples_per_step": 8}
+    values.update(hyperparameters)
+    return build_config("grpo", values, model_path=str(TINY_LLAMA), dataset_path=str(dataset),
+                        output_dir=str(tmp_path / output), device="cpu",
+                        rewards=rewards or [{"type": "length", "target": 20, "weight": 1.0}])
+
+
+@functools.cache
+def tiny_tokenizer() -> Any:
+    from training.modelhub import load_tokenizer
+
+    return load_tokenizer(TINY_LLAMA)
+
+
+@functools.cache
+def tiny_model() -> Any:
+    """The tiny Llama in fp32 on the CPU, in eval mode. Shared: tests must not change it."""
+    import torch
+
+    from training.modelhub import load_causal_lm
+
+    model = load_causal_lm(TINY_LLAMA, dtype=torch.float32, device=torch.device("cpu"))
+    return model.eval().requires_grad_(False)
+
+
+def files_with_pickle_suffix(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES]

@@ -1,0 +1,119 @@
+"""Checkpoints in safetensors with a manifest, and the training state needed to resume.
+
+Layout of ``<output_dir>/step-<n>/``::
+
+    config.json, generation_config.json, model.safetensors   (loads with from_pretrained)
+    tokenizer files, chat template
+    manifest.json          step, algorithm, the run's config, sha256 of every model file
+    training_state/        optimizer.safetensors, state.json (step, sampler, ...), rng.safetensors,
+                           adapter.safetensors (LoRA runs only). Not part of the download.
+
+Nothing here uses pickle: tensors go through safetensors, everything else through JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel
+
+STATE_DIR = "training_state"
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plain_model(model: Any) -> PreTrainedModel:
+    """The model as plain transformers weights: a LoRA model is merged into a copy."""
+    if hasattr(model, "merge_and_unload"):
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
+def save_model_dir(model: Any, tokenizer: Any, dest: Path, manifest: dict[str, Any]) -> Path:
+    """Write a directory that ``AutoModelForCausalLM.from_pretrained`` loads as it is."""
+    dest.mkdir(parents=True, exist_ok=True)
+    plain_model(model).save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
+    files = {p.name: sha256_file(p) for p in sorted(dest.iterdir())
+             if p.is_file() and p.name != MANIFEST}
+    (dest / MANIFEST).write_text(json.dumps({**manifest, "files": files}, indent=2,
+                                            default=str))
+    return dest
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_training_state(dest: Path, *, optimizer: torch.optim.Optimizer,
+                        state: dict[str, Any], rng: dict[str, torch.Tensor],
+                        adapter: dict[str, torch.Tensor] | None = None) -> None:
+    folder = dest / STATE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, meta = _flatten_optimizer(optimizer)
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    save_file({k: v.contiguous() for k, v in rng.items()}, str(folder / "rng.safetensors"))
+    if adapter is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()},
+                  str(folder / "adapter.safetensors"))
+    (folder / "state.json").write_text(json.dumps({**state, "optimizer": meta}))
+
+
+def load_training_state(src: Path) -> dict[str, Any]:
+    """Everything :func:`save_training_state` wrote, tensors on the CPU."""
+    folder = src / STATE_DIR
+    state = json.loads((folder / "state.json").read_text())
+    state["rng"] = load_file(str(folder / "rng.safetensors"))
+    state["optimizer_tensors"] = load_file(str(folder / "optimizer.safetensors"))
+    adapter = folder / "adapter.safetensors"
+    state["adapter"] = load_file(str(adapter)) if adapter.exists() else None
+    return state
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    meta, tensors = saved["optimizer"], saved["optimizer_tensors"]
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for idx, entries in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(entries)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def make_archive(model_dir: Path, archive: Path) -> tuple[int, str]:
+    """Zip the model directory (not its training state) as ``<dir name>/...``; returns the
+    archive's size and sha256. Stored, not deflated: safetensors barely compress."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for path in sorted(model_dir.rglob("*")):
+            rel = path.relative_to(model_dir)
+            if path.is_file() and rel.parts[0] != STATE_DIR:
+                zf.write(path, Path(model_dir.name) / rel)
+    tmp.rename(archive)
+    return archive.stat().st_size, sha256_file(archive)

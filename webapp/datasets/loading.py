@@ -1,0 +1,600 @@
+"""Reading an uploaded file and checking its rows, with no Django models and no settings (the
+caller passes :class:`UploadLimits`).
+
+Reading: format detection, the gzip guard, loading with the Hugging Face ``datasets`` library in
+memory (its cache goes to a directory the caller removes), and parse errors that name the line.
+Checking: per kind, every row is validated and normalised (see :func:`normalise_rows`); the
+problems found name their 1-based row numbers.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import enum
+import gzip
+import json
+import math
+import re
+import shutil
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow.parquet as pq
+
+from webapp.errors import Invalid, TooLarge, Unsupported
+
+_CHUNK = 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_ZIP_MAGIC = b"PK\x03\x04"
+_NO_DATA = "corresponds to no data"  # what ``datasets`` says about a file without rows
+ACCEPTED = ("JSON Lines (.jsonl, .json), CSV (.csv) or Parquet (.parquet), each optionally "
+            "gzipped (.gz)")
+
+
+class Format(enum.StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+EXTENSIONS = {".jsonl": Format.JSONL, ".json": Format.JSONL, ".ndjson": Format.JSONL,
+               ".csv": Format.CSV, ".parquet": Format.PARQUET, ".pq": Format.PARQUET}
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_bytes: int
+    max_decompressed_bytes: int
+    max_rows: int
+
+
+def load_upload(chunks: Iterable[bytes], *, filename: str, work_dir: Path,
+                limits: UploadLimits) -> datasets.Dataset:
+    """Copy the upload into ``work_dir``, gunzip it under the cap, detect its format and load it.
+
+    Everything written (the copies, the ``datasets`` cache) stays inside ``work_dir``, which the
+    caller removes; the returned dataset lives in memory.
+    """
+    raw = work_dir / "upload.bin"
+    size = copy_capped(chunks, raw, max_bytes=limits.max_bytes)
+    if size == 0:
+        raise Invalid("The file is empty.", fields={"file": "empty"})
+    path = raw
+    if _is_gzip(filename, raw):
+        path = work_dir / "upload.decompressed"
+        gunzip_capped(raw, path, max_bytes=limits.max_decompressed_bytes)
+        raw.unlink()
+    if not _has_content(path):
+        raise Invalid("The file is empty.", fields={"file": "empty"})
+    fmt = detect_format(filename, _head(path))
+    table = read_table(path, fmt, cache_dir=work_dir / "hf-cache", max_rows=limits.max_rows)
+    if table.num_rows == 0:
+        raise _no_rows()
+    return table
+
+
+def copy_capped(chunks: Iterable[bytes], dest: Path, *, max_bytes: int) -> int:
+    """Write ``chunks`` to ``dest``; refuse (413) as soon as more than ``max_bytes`` arrive."""
+    written = 0
+    with dest.open("wb") as out:
+        for chunk in chunks:
+            written += len(chunk)
+            if written > max_bytes:
+                raise TooLarge(f"The file is larger than {max_bytes} bytes, the most this server "
+                               "accepts (RLHF_UPLOAD_MAX_BYTES).")
+            out.write(chunk)
+    return written
+
+
+def gunzip_capped(source: Path, dest: Path, *, max_bytes: int) -> int:
+    """Decompress chunk by chunk and stop as soon as the output passes ``max_bytes``: a small
+    gzip can expand a thousandfold, so the cap is on what comes out, never on what goes in."""
+    written = 0
+    try:
+        with gzip.open(source, "rb") as src, dest.open("wb") as out:
+            while chunk := src.read(_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise TooLarge(
+                        f"The file decompresses to more than {max_bytes} bytes, the most this "
+                        "server accepts (RLHF_UPLOAD_MAX_DECOMPRESSED_BYTES).")
+                out.write(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise Invalid(f"The file is not a valid gzip file ({exc}).",
+                      fields={"file": "bad gzip"}) from None
+    return written
+
+
+def detect_format(filename: str, head: bytes) -> Format:
+    """The file name's extension decides; without a known one, the first bytes do."""
+    if head.startswith(_ZIP_MAGIC):
+        raise Unsupported(f"Zip archives are not supported; upload {ACCEPTED}.")
+    name = filename.lower().removesuffix(".gz")
+    suffix = Path(name).suffix
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    if head.startswith(_PARQUET_MAGIC):
+        return Format.PARQUET
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text[:1] in (b"{", b"["):
+        return Format.JSONL
+    if _looks_like_csv(head):
+        return Format.CSV
+    shown = f"'{filename}'" if filename else "The file"
+    raise Unsupported(f"{shown} is not a format this server reads; upload {ACCEPTED}.")
+
+
+def _looks_like_csv(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        first_line = head.decode("utf-8-sig").splitlines()[0]
+    except (UnicodeDecodeError, IndexError):
+        return False
+    return "," in first_line
+
+
+def _is_gzip(filename: str, path: Path) -> bool:
+    return filename.lower().endswith(".gz") or _head(path, 2) == _GZIP_MAGIC
+
+
+def _head(path: Path, size: int = 4096) -> bytes:
+    with path.open("rb") as f:
+        return f.read(size)
+
+
+def _has_content(path: Path) -> bool:
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            if chunk.strip(b"\xef\xbb\xbf \t\r\n"):
+                return True
+    return False
+
+
+def read_table(path: Path, fmt: Format, *, cache_dir: Path, max_rows: int) -> datasets.Dataset:
+    """Load with the ``datasets`` library, in memory, with its cache inside ``cache_dir``."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet_datasets():
+            if fmt is Format.PARQUET:
+                table = _read_parquet(path, cache_dir, max_rows)
+            elif fmt is Format.CSV:
+                table = _read_csv(path, cache_dir)
+            else:
+                table = _read_jsonl(path, cache_dir)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    _check_row_count(table.num_rows, max_rows)
+    return table
+
+
+def _check_row_count(rows: int, max_rows: int) -> None:
+    if rows > max_rows:
+        raise TooLarge(f"The file has {rows} rows; this server accepts up to {max_rows} "
+                       "(RLHF_UPLOAD_MAX_ROWS).")
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """``datasets`` draws progress bars and logs read failures itself; we report them."""
+    bars_were_on = datasets.is_progress_bar_enabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _read_parquet(path: Path, cache_dir: Path, max_rows: int) -> datasets.Dataset:
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if rows == 0:
+            raise _no_rows()
+        _check_row_count(rows, max_rows)
+        return datasets.Dataset.from_parquet(str(path), cache_dir=str(cache_dir),
+                                             keep_in_memory=True)
+    except (Invalid, TooLarge):
+        raise
+    except Exception as exc:
+        raise Invalid(f"The file is not a readable Parquet file: {_root_message(exc)}",
+                      fields={"file": "unreadable"}) from None
+
+
+def _read_csv(path: Path, cache_dir: Path) -> datasets.Dataset:
+    """Every cell is read as text, so ``007`` stays ``007`` and an empty cell stays ``""``;
+    the validation decides what a column means."""
+    header = _csv_header(path)
+    features = datasets.Features({name: datasets.Value("string") for name in header})
+    try:
+        return datasets.Dataset.from_csv(str(path), cache_dir=str(cache_dir),
+                                         keep_in_memory=True, features=features,
+                                         keep_default_na=False, na_filter=False)
+    except Exception as exc:
+        raise _csv_error(exc) from None
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+    except UnicodeDecodeError:
+        raise _not_utf8() from None
+    except csv.Error as exc:
+        raise Invalid(f"Line 1 of the CSV cannot be read: {exc}.", fields={"file": "unreadable"},
+                      rows=[1]) from None
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise Invalid(f"The CSV header repeats column names: {', '.join(duplicates)}.",
+                      fields={"file": "duplicate columns"})
+    return header
+
+
+def _csv_error(exc: BaseException) -> Invalid:
+    message = _root_message(exc)
+    if _NO_DATA in message:
+        return _no_rows()
+    if "codec can't decode" in message:
+        return _not_utf8()
+    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if match:
+        expected, line, saw = (int(g) for g in match.groups())
+        return Invalid(f"Line {line} of the CSV (data row {line - 1}) has {saw} fields; the "
+                       f"header has {expected}.", fields={"file": "unreadable"}, rows=[line - 1])
+    return Invalid(f"The CSV cannot be read: {message}", fields={"file": "unreadable"})
+
+
+def _no_rows() -> Invalid:
+    return Invalid("The file has no rows.", fields={"file": "no rows"})
+
+
+def _not_utf8() -> Invalid:
+    return Invalid("The file is not UTF-8 text; save it as UTF-8 and upload it again.",
+                   fields={"file": "not UTF-8"})
+
+
+def _read_jsonl(path: Path, cache_dir: Path) -> datasets.Dataset:
+    try:
+        return datasets.Dataset.from_json(str(path), cache_dir=str(cache_dir),
+                                          keep_in_memory=True)
+    except Exception as exc:
+        if _NO_DATA in _root_message(exc):
+            raise _no_rows() from None
+        # ``datasets`` does not say where a file is broken; find the line ourselves.
+        raise find_json_error(path) or Invalid(
+            f"The JSON cannot be read: {_root_message(exc)}", fields={"file": "unreadable"}
+        ) from None
+
+
+def find_json_error(path: Path) -> Invalid | None:
+    """The first line that is not a JSON object, as an error naming it (None if all are)."""
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            if f.read(1) == "[":
+                return _json_array_error(path)
+            f.seek(0)
+            for number, line in enumerate(f, start=1):
+                if line.strip() and (problem := _json_line_problem(line)):
+                    return Invalid(f"Line {number} {problem}.", fields={"file": "bad JSON"},
+                                   rows=[number])
+    except UnicodeDecodeError:
+        return _not_utf8()
+    return None
+
+
+def _json_line_problem(line: str) -> str | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"is not valid JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(value, dict):
+        return "is not a JSON object; each line must be one object like {\"prompt\": \"...\"}"
+    return None
+
+
+def _json_array_error(path: Path) -> Invalid:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        return Invalid(f"Line {exc.lineno} is not valid JSON ({exc.msg} at column {exc.colno}).",
+                       fields={"file": "bad JSON"}, rows=[exc.lineno])
+    bad = [i for i, item in enumerate(value, start=1) if not isinstance(item, dict)][:20]
+    if isinstance(value, list) and bad:
+        return Invalid(f"Item {bad[0]} of the JSON array is not an object.",
+                       fields={"file": "bad JSON"}, rows=bad)
+    return Invalid("The JSON file must hold one object per line (JSON Lines) or an array of "
+                   "objects.", fields={"file": "bad JSON"})
+
+
+def _root_message(exc: BaseException) -> str:
+    """``datasets`` wraps the reader's error; the innermost one says what is wrong."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return message[:300]
+
+
+def iter_rows(table: datasets.Dataset, *, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
+    """The rows as plain dicts, read a batch at a time (much faster than row by row)."""
+    for batch in table.iter(batch_size=batch_size):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns), strict=True):
+            yield dict(zip(columns, values, strict=True))
+
+
+# -- checking rows ---------------------------------------------------------------------------
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "prompts": ("prompt",),
+    "preferences": ("prompt", "chosen", "rejected"),
+    "rankings": ("prompt", "responses", "ranking"),
+}
+ROLES = ("system", "user", "assistant")
+MAX_ROWS_LISTED = 20
+_ROWS_DESCRIBED = 5
+
+
+class _Bad(ValueError):
+    """One value's problem, phrased to follow the column name: "'chosen' must be text"."""
+
+
+def check_columns(columns: Sequence[str], kind: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in columns]
+    if missing:
+        found = ", ".join(f"'{c}'" for c in columns) or "none"
+        needed = ", ".join(f"'{c}'" for c in missing)
+        raise Invalid(f"A {kind} dataset needs the column(s) {needed}; the columns found are: "
+                      f"{found}.", fields=dict.fromkeys(missing, "missing"))
+
+
+def normalise_rows(rows: Iterable[dict[str, Any]], kind: str) -> Iterator[dict[str, Any]]:
+    """Yield each row normalised for ``kind``; after the last row, raise :class:`Invalid` naming
+    the rows (1-based) that broke the schema. Once one row is bad nothing more is yielded, so a
+    caller writing the rows out discards a partial file when the error arrives."""
+    normalise = _NORMALISERS[kind]
+    report = _Report()
+    for number, row in enumerate(rows, start=1):
+        out, problems = normalise(dict(row))
+        if problems:
+            report.add(number, problems)
+        elif not report.total:
+            yield {key: _jsonable(value) for key, value in out.items()}
+    report.raise_if_any()
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.total = 0
+        self.rows: list[int] = []
+        self.described: list[str] = []
+
+    def add(self, number: int, problems: list[str]) -> None:
+        self.total += 1
+        if len(self.rows) < MAX_ROWS_LISTED:
+            self.rows.append(number)
+        if len(self.described) < _ROWS_DESCRIBED:
+            self.described.append(f"row {number}: {', '.join(problems)}")
+
+    def raise_if_any(self) -> None:
+        if not self.total:
+            return
+        detail = "; ".join(self.described)
+        detail = detail[0].upper() + detail[1:] + "."
+        if self.total > len(self.described):
+            detail += f" {self.total} rows have problems in all."
+        raise Invalid(detail, rows=self.rows)
+
+
+class _Checker:
+    """Runs one normaliser per column, storing the result or collecting the problem."""
+
+    def __init__(self, row: dict[str, Any]):
+        self.row = row
+        self.problems: list[str] = []
+
+    def check(self, column: str, normalise: Callable[..., Any], *args: Any) -> bool:
+        try:
+            self.row[column] = normalise(self.row.get(column), *args)
+        except _Bad as exc:
+            self.problems.append(f"'{column}' {exc}")
+            return False
+        return True
+
+
+def _prompts_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    checker = _Checker(row)
+    checker.check("prompt", _prompt)
+    if "answer" in row:
+        checker.check("answer", _answer)
+    return row, checker.problems
+
+
+def _preferences_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    checker = _Checker(row)
+    checker.check("prompt", _prompt)
+    pair_ok = checker.check("chosen", _text) & checker.check("rejected", _text)
+    if pair_ok and row["chosen"] == row["rejected"]:
+        checker.problems.append("'chosen' and 'rejected' are the same text")
+    if "margin" in row:
+        checker.check("margin", _margin)
+    return row, checker.problems
+
+
+def _rankings_row(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    checker = _Checker(row)
+    checker.check("prompt", _prompt)
+    if checker.check("responses", _responses):
+        checker.check("ranking", _ranking, len(row["responses"]))
+    return row, checker.problems
+
+
+_NORMALISERS = {"prompts": _prompts_row, "preferences": _preferences_row,
+                "rankings": _rankings_row}
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        raise _Bad("is missing")
+    if not isinstance(value, str):
+        raise _Bad("must be text")
+    if not value.strip():
+        raise _Bad("is empty")
+    return value
+
+
+def _prompt(value: Any) -> str | list[dict[str, str]]:
+    """Plain text, or chat messages (a JSON list in a text cell counts, which is how CSV
+    carries them)."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        decoded = _decode_json(value)
+        if isinstance(decoded, list) and decoded and all(isinstance(m, dict) for m in decoded):
+            value = decoded
+    if isinstance(value, list | tuple):
+        return _messages(list(value))
+    if value is not None and not isinstance(value, str):
+        raise _Bad("must be text or a list of chat messages")
+    return _text(value)
+
+
+def _messages(messages: list[Any]) -> list[dict[str, str]]:
+    if not messages:
+        raise _Bad("is an empty list of messages")
+    out = []
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict):
+            raise _Bad(f"message {number} must be an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise _Bad(f"message {number} has role {role!r}; use system, user or assistant")
+        if not isinstance(content, str):
+            raise _Bad(f"message {number} needs 'content' text")
+        out.append({"role": role, "content": content})
+    if out[-1]["role"] == "assistant":
+        raise _Bad("ends with an assistant message; the last message must be for the model to "
+                   "answer")
+    return out
+
+
+def _answer(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _Bad("must be text or a number")
+
+
+def _margin(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Bad("must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise _Bad("must be a number") from None
+    if not math.isfinite(number):
+        raise _Bad("must be a finite number")
+    return number
+
+
+def _responses(value: Any) -> list[str]:
+    value = _decode_json(value) if isinstance(value, str) else value
+    if not isinstance(value, list | tuple):
+        raise _Bad("must be a list of response texts")
+    if len(value) < 2:
+        raise _Bad(f"needs at least 2 responses, has {len(value)}")
+    for number, response in enumerate(value, start=1):
+        if not isinstance(response, str):
+            raise _Bad(f"response {number} must be text")
+        if not response.strip():
+            raise _Bad(f"response {number} is empty")
+    return list(value)
+
+
+def _ranking(value: Any, count: int) -> list[int]:
+    """Per-response ranks (1 = best, equal = tied), or the grouped form of the labeling API
+    (lists of 0-based indexes, best group first), which becomes per-response ranks: every
+    response in group ``g`` gets rank ``g + 1``."""
+    value = _decode_json(value) if isinstance(value, str) else value
+    if not isinstance(value, list | tuple) or not value:
+        raise _Bad("must be a list of ranks, one per response")
+    if all(isinstance(group, list | tuple) for group in value):
+        return _ranks_from_groups(value, count)
+    ranks = [_whole_number(rank) for rank in value]
+    if len(ranks) != count:
+        raise _Bad(f"has {len(ranks)} ranks for {count} responses")
+    if any(rank is None or not 1 <= rank <= count for rank in ranks):
+        raise _Bad(f"ranks must be whole numbers from 1 (best) to {count}")
+    return ranks  # type: ignore[return-value]
+
+
+def _ranks_from_groups(groups: Sequence[Sequence[Any]], count: int) -> list[int]:
+    if any(not group for group in groups):
+        raise _Bad("has an empty group")
+    indexes = [_whole_number(i) for group in groups for i in group]
+    if sorted(i for i in indexes if i is not None) != list(range(count)) or None in indexes:
+        raise _Bad(f"groups must hold each response index 0 to {count - 1} exactly once")
+    ranks = [0] * count
+    for position, group in enumerate(groups, start=1):
+        for index in group:
+            ranks[int(index)] = position
+    return ranks
+
+
+def _whole_number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _decode_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _jsonable(value: Any) -> Any:
+    """What JSON can hold: dates become ISO text, NaN and infinities become null."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, Decimal):
+        return _jsonable(float(value))
+    return str(value)
+
+
+def truncate(value: Any, max_chars: int = 500) -> Any:
+    """A copy with long strings cut, for previews."""
+    if isinstance(value, str) and len(value) > max_chars:
+        return value[:max_chars] + "…"
+    if isinstance(value, dict):
+        return {k: truncate(v, max_chars) for k, v in value.items()}
+    if isinstance(value, list):
+        return [truncate(v, max_chars) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Celery tasks: the only bridge between the web app's rows and the training engine."""
