@@ -1,18 +1,14 @@
 """Shared fixtures. Tests run against the real Redis (a database of their own) and keep every
-file they write under var/test, apart from the prepared models in var/models."""
+file they write under var/test, apart from the prepared models in var/models (tests/settings.py
+points the product there)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("RLHF_VAR_DIR", str(ROOT / "var" / "test"))
-os.environ.setdefault("RLHF_MODELS_DIR", str(ROOT / "var" / "models"))
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
-os.environ.setdefault("RLHF_TRAINING_QUEUE", f"test-training-{os.getpid()}")
-os.environ.setdefault("RLHF_EVENTS_PREFIX", f"rlhf-test-{os.getpid()}:run-events:")
+import pytest
 
-import pytest  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -43,3 +39,82 @@ def api(user):
 @pytest.fixture
 def other_api(other_user):
     return _token_client(other_user.username)
+
+
+def _database_url_for_worker() -> str:
+    """The URL of the test database this session created, for a worker in another process."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker (prefork, one task per child, as `make run` starts it) on a queue
+    of this test session, sharing the test database and Redis."""
+    import subprocess
+    import sys
+    import time
+
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with django_db_blocker.unblock():
+        env = {**os.environ, "DATABASE_URL": _database_url_for_worker(),
+               "PYTHONUNBUFFERED": "1"}
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--queues",
+         os.environ["RLHF_TRAINING_QUEUE"], "--concurrency", "1", "--max-tasks-per-child", "1",
+         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "--hostname", f"test-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "ready." not in log_path.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the Celery worker did not start:\n" + log_path.read_text())
+        time.sleep(0.2)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def worker(celery_worker_process, transactional_db):
+    """Tests that need a worker also need committed rows it can read."""
+    return celery_worker_process
+
+
+def wait_for(predicate, *, timeout: float = 120, interval: float = 0.2, what: str = "condition"):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def upload_prompts(client, rows, *, name="prompts"):
+    """Upload rows as a prompts JSONL through the API; returns the dataset JSON."""
+    import io
+    import json
+
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    f = io.BytesIO(body)
+    f.name = "prompts.jsonl"
+    response = client.post("/api/datasets", {"file": f, "name": name, "kind": "prompts"})
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+PROMPTS = [{"prompt": f"Summarize: item {i} is a small story about a cat and a dog."}
+           for i in range(12)]

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def datasets_dir(settings, tmp_path) -> Path:
+    # Autouse fixtures run before ``user``: a fast hasher saves most of each test's setup.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.DATASETS_DIR = tmp_path / "datasets"
     return settings.DATASETS_DIR
 
@@ -76,6 +78,15 @@ def test_it_stores_a_gzipped_csv_of_rankings(api):
     assert response.status_code == 201
     assert response.json()["preview"] == [{"prompt": "Pick", "responses": ["a", "b", "c"],
                                            "ranking": [2, 2, 1]}]
+
+
+def test_it_stores_a_file_that_django_spools_to_disk(api, settings):
+    rows = [{"prompt": f"question {i} " + "x" * 300} for i in range(7_000)]
+    data = jsonl(*rows)
+    assert len(data) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    response = upload(api, data)
+    assert response.status_code == 201
+    assert response.json()["rows"] == 7_000
 
 
 def test_it_requires_a_token(client):

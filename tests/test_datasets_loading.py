@@ -1,6 +1,7 @@
 """Reading uploads (formats, gzip, limits, parse errors) and checking rows per kind."""
 from __future__ import annotations
 
+import datetime
 import gzip
 import io
 import json
@@ -245,10 +246,17 @@ print("torch" in sys.modules)
 
 def test_it_keeps_other_columns_and_turns_numeric_answers_into_text():
     rows = check("prompts", {"prompt": "a", "answer": 2.0, "meta": {"id": 1}},
-                 {"prompt": "b", "answer": 2.5, "meta": None}, {"prompt": "c", "answer": None})
+                 {"prompt": "b", "answer": 2.5, "meta": None}, {"prompt": "c", "answer": ""})
     assert rows == [{"prompt": "a", "answer": "2", "meta": {"id": 1}},
                     {"prompt": "b", "answer": "2.5", "meta": None},
                     {"prompt": "c", "answer": None}]
+
+
+def test_it_writes_dates_as_text_and_nans_as_null_in_other_columns(tmp_path):
+    data = parquet({"prompt": ["a"], "day": [datetime.date(2025, 1, 31)],
+                    "score": [float("nan")]})
+    rows = rows_of(data, "p.parquet", "prompts", tmp_path / "w")
+    assert rows == [{"prompt": "a", "day": "2025-01-31", "score": None}]
 
 
 def test_it_names_the_rows_with_bad_prompts():

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def datasets_dir(settings, tmp_path) -> Path:
+    # Autouse fixtures run before ``user``: a fast hasher saves most of each test's setup.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.DATASETS_DIR = tmp_path / "datasets"
     return settings.DATASETS_DIR
 
@@ -116,3 +118,14 @@ def test_another_users_dataset_page_is_not_found(browser, other_user):
     dataset = Dataset.objects.create(owner=other_user, name="theirs", kind="prompts", rows=1,
                                      columns=["prompt"], file="theirs.jsonl")
     assert browser.get(reverse("datasets:detail", args=[dataset.pk])).status_code == 404
+
+
+def test_the_detail_page_lists_responses_and_shows_the_ranks(browser, user):
+    dataset = Dataset.objects.create(
+        owner=user, name="ranked", kind="rankings", rows=1,
+        columns=["prompt", "responses", "ranking"], file="ranked.jsonl",
+        preview=[{"prompt": "Pick one", "responses": ["first answer", "second answer"],
+                  "ranking": [2, 1]}])
+    html = browser.get(reverse("datasets:detail", args=[dataset.pk])).content.decode()
+    assert '<li><pre class="wrap">second answer</pre></li>' in html
+    assert '<pre class="wrap">[2, 1]</pre>' in html

@@ -153,6 +153,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing directory
 
 def _plotly_js_dir() -> str:
     """plotly.js ships inside the plotly Python package; serve it from there (no CDN)."""

@@ -308,18 +308,22 @@ def _json_array_error(path: Path) -> Invalid:
     except json.JSONDecodeError as exc:
         return Invalid(f"Line {exc.lineno} is not valid JSON ({exc.msg} at column {exc.colno}).",
                        fields={"file": "bad JSON"}, rows=[exc.lineno])
-    bad = [i for i, item in enumerate(value, start=1) if not isinstance(item, dict)][:20]
-    if isinstance(value, list) and bad:
-        return Invalid(f"Item {bad[0]} of the JSON array is not an object.",
-                       fields={"file": "bad JSON"}, rows=bad)
+    if isinstance(value, list):
+        bad = [i for i, item in enumerate(value, start=1) if not isinstance(item, dict)]
+        if bad:
+            return Invalid(f"Item {bad[0]} of the JSON array is not an object.",
+                           fields={"file": "bad JSON"}, rows=bad[:MAX_ROWS_LISTED])
     return Invalid("The JSON file must hold one object per line (JSON Lines) or an array of "
                    "objects.", fields={"file": "bad JSON"})
 
 
 def _root_message(exc: BaseException) -> str:
     """``datasets`` wraps the reader's error; the innermost one says what is wrong."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    for _ in range(10):  # a chain is short; the bound guards against a cycle
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return message[:300]
 
@@ -338,6 +342,9 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "prompts": ("prompt",),
     "preferences": ("prompt", "chosen", "rejected"),
     "rankings": ("prompt", "responses", "ranking"),
+}
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "prompts": ("answer",), "preferences": ("margin",), "rankings": (),
 }
 ROLES = ("system", "user", "assistant")
 MAX_ROWS_LISTED = 20
@@ -362,13 +369,15 @@ def normalise_rows(rows: Iterable[dict[str, Any]], kind: str) -> Iterator[dict[s
     the rows (1-based) that broke the schema. Once one row is bad nothing more is yielded, so a
     caller writing the rows out discards a partial file when the error arrives."""
     normalise = _NORMALISERS[kind]
+    checked = {*REQUIRED_COLUMNS[kind], *OPTIONAL_COLUMNS[kind]}  # already plain JSON
     report = _Report()
     for number, row in enumerate(rows, start=1):
         out, problems = normalise(dict(row))
         if problems:
             report.add(number, problems)
         elif not report.total:
-            yield {key: _jsonable(value) for key, value in out.items()}
+            yield {key: value if key in checked else _jsonable(value)
+                   for key, value in out.items()}
     report.raise_if_any()
 
 
@@ -486,8 +495,9 @@ def _messages(messages: list[Any]) -> list[dict[str, str]]:
 
 
 def _answer(value: Any) -> str | None:
+    """Text; a number becomes text; an empty cell (CSV cannot write null) becomes None."""
     if value is None or isinstance(value, str):
-        return value
+        return value if value and value.strip() else None
     if isinstance(value, float) and math.isfinite(value):
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -572,7 +582,7 @@ def _decode_json(text: str) -> Any:
 
 def _jsonable(value: Any) -> Any:
     """What JSON can hold: dates become ISO text, NaN and infinities become null."""
-    if value is None or isinstance(value, str | bool | int):
+    if value is None or type(value) in (str, int, bool):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -580,6 +590,8 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if isinstance(value, str | int):  # subclasses, such as enums
+        return value
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     if isinstance(value, bytes):

@@ -70,7 +70,7 @@ def _cell(value: Any) -> dict[str, Any]:
             isinstance(m, dict) and "role" in m and "content" in m for m in value):
         return {"messages": value}
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return {"items": value}
+        return {"entries": value}
     if value is None:
         return {"text": "", "empty": True}
     if isinstance(value, str):

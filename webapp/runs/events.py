@@ -18,7 +18,9 @@ from django.conf import settings
 @lru_cache(maxsize=1)
 def client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True,
-                                socket_connect_timeout=5, health_check_interval=30)
+                                socket_connect_timeout=5, health_check_interval=30,
+                                # longer than the blocking XREAD of the event stream
+                                socket_timeout=settings.SSE_KEEPALIVE_S + 15)
 
 
 def stream_key(run_id: int) -> str:

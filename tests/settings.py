@@ -1,0 +1,23 @@
+"""Settings for the test suite: the product's settings, pointed at test-only places.
+
+Set through the environment (not by overriding names after import) so that a Celery worker
+process started by a test inherits exactly the same configuration.
+"""
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RLHF_VAR_DIR", str(ROOT / "var" / "test"))
+os.environ.setdefault("RLHF_MODELS_DIR", str(ROOT / "var" / "models"))
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("RLHF_TRAINING_QUEUE", f"test-training-{os.getpid()}")
+os.environ.setdefault("RLHF_EVENTS_PREFIX", f"rlhf-test-{os.getpid()}:run-events:")
+
+from webapp.settings import *  # noqa: E402,F403
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # One file per test session, so concurrent sessions (and their workers) never collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405
+
+# Tests create many users; the production hasher is deliberately slow.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,94 @@
+"""Rule-based rewards and their weighted combination."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.config import RewardSpec
+from training.rewards import exact_match_reward, extract_answer, length_reward, regex_reward, score
+
+PROMPTS = ["p"] * 4
+
+
+def test_length_reward_is_minus_the_distance_to_the_target_in_characters():
+    completions = ["", "abcde", "a" * 10, "a" * 13]
+
+    rewards = length_reward(PROMPTS, completions, target=10)
+
+    assert rewards == [-10.0, -5.0, 0.0, -3.0]
+    assert all(isinstance(r, float) for r in rewards)
+
+
+def test_regex_reward_needs_the_whole_stripped_completion_to_match():
+    pattern = r"<think>.*?</think><answer>.*?</answer>"
+    completions = [
+        "<think>a</think><answer>4</answer>",
+        "  <think>a</think><answer>4</answer>\n",  # surrounding space is stripped
+        "<think>a</think><answer>4</answer> and more",  # not a full match
+        "<think>line one\nline two</think><answer>4</answer>",  # . spans lines (DOTALL)
+    ]
+
+    assert regex_reward(PROMPTS, completions, pattern=pattern) == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_extract_answer_takes_the_last_answer_tag_or_the_whole_text():
+    assert extract_answer("<answer> 4 </answer>") == "4"
+    assert extract_answer("<answer>3</answer> no, <answer>5</answer>") == "5"
+    assert extract_answer("<answer>multi\nline</answer>") == "multi\nline"
+    assert extract_answer("  just 7 \n") == "just 7"
+
+
+def test_exact_match_reward_compares_the_extracted_answer_with_the_reference():
+    completions = ["<think>2+2</think><answer> 4</answer>", "4", "<answer>5</answer>", "4"]
+    answers = ["4", " 4 ", "4", None]  # the last row has no reference
+
+    rewards = exact_match_reward(PROMPTS, completions, answers=answers)
+
+    assert rewards == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_exact_match_reward_compares_a_numeric_reference_as_text():
+    assert exact_match_reward(["p"], ["<answer>42</answer>"], answers=[42]) == [1.0]
+
+
+def test_score_sums_the_weighted_sources_and_reports_each_one():
+    specs = [RewardSpec(type="length", weight=0.5, target=4),
+             RewardSpec(type="regex", weight=2.0, pattern=r"<answer>\d+</answer>"),
+             RewardSpec(type="exact_match", weight=3.0, column="solution")]
+    completions = ["<answer>7</answer>", "abcd", "<answer>8</answer>"]
+    rows = [{"solution": "7"}, {"solution": "abcd"}, {"other": "8"}]
+
+    total, per_source = score(specs, ["length", "regex", "exact_match"], ["p"] * 3, completions,
+                              rows)
+
+    # length: -|4 - 18| = -14, -|4 - 4| = 0, -14; regex: 1, 0, 1; exact: 1, 1, 0 (no column)
+    assert per_source["length"].tolist() == [-14.0, 0.0, -14.0]
+    assert per_source["regex"].tolist() == [1.0, 0.0, 1.0]
+    assert per_source["exact_match"].tolist() == [1.0, 1.0, 0.0]
+    # 0.5 x -14 + 2 x 1 + 3 x 1 = -2;  0 + 0 + 3 = 3;  -7 + 2 + 0 = -5
+    assert total.tolist() == [-2.0, 3.0, -5.0]
+    assert total.dtype == torch.float32
+
+
+def test_score_keeps_two_sources_of_one_type_apart_by_name():
+    specs = [RewardSpec(type="length", target=2), RewardSpec(type="length", target=5,
+                                                             weight=-1.0)]
+
+    total, per_source = score(specs, ["length_1", "length_2"], ["p"], ["abc"], [{}])
+
+    assert per_source["length_1"].tolist() == [-1.0]
+    assert per_source["length_2"].tolist() == [-2.0]
+    assert total.tolist() == [1.0]  # -1 + (-1 x -2)
+
+
+def test_exact_match_reads_the_answer_column_by_default():
+    total, _ = score([RewardSpec(type="exact_match")], ["exact_match"], ["p", "p"],
+                     ["yes", "no"], [{"answer": "yes"}, {"answer": "yes"}])
+
+    assert total.tolist() == [1.0, 0.0]
+
+
+def test_score_refuses_a_reward_model_source():
+    with pytest.raises(ValueError, match="not available"):
+        score([RewardSpec(type="reward_model", model="rm-1")], ["reward_model"], ["p"], ["c"],
+              [{}])
