@@ -124,8 +124,11 @@ def prepare_bundled(models_dir: Path, names: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Prepare the bundled models offline.")
     parser.add_argument("--dest", type=Path, required=True)
-    parser.add_argument("names", nargs="*", default=list(PREPARERS), choices=list(PREPARERS))
+    parser.add_argument("names", nargs="*", help="default: all of " + ", ".join(PREPARERS))
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(PREPARERS))
+    if unknown:
+        parser.error(f"unknown model {', '.join(unknown)}; choose from {', '.join(PREPARERS)}")
     prepare_bundled(args.dest, args.names or list(PREPARERS))
     return 0
 

@@ -43,7 +43,8 @@
   rows.querySelectorAll(".reward-row").forEach(showInputsFor);
   renumber();
 
-  const presets = JSON.parse(form.dataset.presets);
+  // form.dataset would be the form control named "dataset", not the data-* attributes
+  const presets = JSON.parse(form.getAttribute("data-presets"));
   const select = document.getElementById("preset");
   for (const name of Object.keys(presets)) select.add(new Option(name, name));
   select.addEventListener("change", () => {

@@ -1,0 +1,95 @@
+"""In headless Chromium: sign in, launch a GRPO run through the form, and watch the live page's
+charts gain points as the real worker trains, without a reload."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.conftest import PROMPTS, upload_prompts
+
+# Playwright's sync API runs an event loop in this thread; Django would then refuse the ORM
+# calls the test makes between page actions. The loop is Playwright's, not the app's.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(300)]
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def page():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        tab = context.new_page()
+        tab.set_default_timeout(60_000)
+        yield tab
+        browser.close()
+
+
+def sign_in(page, base, username, password):
+    page.goto(base + "/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def points(page, chart_id="chart-0"):
+    return page.evaluate(
+        "(id) => { const d = document.getElementById(id).data;"
+        " return d ? Math.max(...d.map(t => t.x.length)) : 0; }", chart_id)
+
+
+def test_a_run_launched_from_the_form_draws_its_charts_live(page, live_server, worker, api,
+                                                             user):
+    dataset = upload_prompts(api, PROMPTS, name="cats")
+    sign_in(page, live_server.url, "alice", "alice-pass-123")
+
+    page.goto(live_server.url + "/runs/new/")
+    page.fill("#id_name", "browser run")
+    page.select_option("#id_dataset", str(dataset["id"]))
+    page.select_option("#id_base_model", "tiny-llama")
+    page.select_option("#preset", "Smoke test (tiny-llama, seconds)")
+    assert page.input_value("#id_hp_group_size") == "4"  # the preset filled the form
+    page.fill("#id_hp_max_steps", "6")
+    page.fill("input[name=reward-0-target]", "40")
+    page.click("#launch")
+    page.wait_for_url(f"{live_server.url}/runs/*/")
+
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_function("document.getElementById('chart-0').data !== undefined")
+    first = points(page)
+    page.wait_for_function(f"Math.max(...document.getElementById('chart-0').data"
+                           f".map(t => t.x.length)) > {first}")
+    page.wait_for_selector("#run-status:has-text('succeeded')", timeout=120_000)
+    assert points(page) == 6
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
+    assert page.locator("#samples-table tbody tr").count() > 0
+    assert page.locator("#checkpoints a:has-text('Download zip')").count() == 1
+    assert "reward/length/mean" in page.evaluate(
+        "document.getElementById('chart-0').data.map(t => t.name).join(',')")
+
+
+def test_the_form_shows_errors_next_to_the_fields_and_launches_nothing(page, live_server, api,
+                                                                      user, transactional_db):
+    from webapp.runs.models import Run
+
+    dataset = upload_prompts(api, PROMPTS, name="cats")
+    sign_in(page, live_server.url, "alice", "alice-pass-123")
+    page.goto(live_server.url + "/runs/new/")
+    page.fill("#id_name", "bad run")
+    page.select_option("#id_dataset", str(dataset["id"]))
+    page.select_option("#id_base_model", "tiny-llama")
+    page.fill("input[name=reward-0-target]", "")
+    page.evaluate("document.getElementById('id_hp_epsilon_low').removeAttribute('max')")
+    page.fill("#id_hp_epsilon_low", "3")
+    page.click("#launch")
+    page.wait_for_selector(".error")
+    text = page.inner_text("main")
+    assert "at most 1" in text.lower() or "less than or equal to 1" in text.lower()
+    assert not Run.objects.exists()
