@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from webapp.datasets import loading
+from webapp.datasets import loading, validation
 from webapp.errors import Invalid, TooLarge, Unsupported
 
 LIMITS = loading.UploadLimits(max_bytes=1_000_000, max_decompressed_bytes=5_000_000,
@@ -40,12 +40,12 @@ def load(data: bytes, filename: str, work_dir: Path,
 
 def rows_of(data: bytes, filename: str, kind: str, work_dir: Path) -> list[dict[str, Any]]:
     table = load(data, filename, work_dir)
-    loading.check_columns(table.column_names, kind)
-    return list(loading.normalise_rows(loading.iter_rows(table), kind))
+    validation.check_columns(table.column_names, kind)
+    return list(validation.normalise_rows(loading.iter_rows(table), kind))
 
 
 def check(kind: str, *rows: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(loading.normalise_rows(rows, kind))
+    return list(validation.normalise_rows(rows, kind))
 
 
 def problems(kind: str, *rows: dict[str, Any]) -> Invalid:
@@ -226,14 +226,15 @@ def test_reading_every_format_does_not_import_torch(tmp_path):
     script = f"""
 import io, pathlib, sys
 import pyarrow as pa, pyarrow.parquet as pq
-from webapp.datasets import loading
+from webapp.datasets import loading, validation
 buffer = io.BytesIO(); pq.write_table(pa.table({{"prompt": ["a"]}}), buffer)
 limits = loading.UploadLimits(10**6, 10**6, 10)
 for i, (data, name) in enumerate([(b'{{"prompt": "a"}}', "a.jsonl"), (b"prompt\\na", "a.csv"),
                                   (buffer.getvalue(), "a.parquet")]):
     work = pathlib.Path({str(tmp_path)!r}) / str(i); work.mkdir()
     table = loading.load_upload([data], filename=name, work_dir=work, limits=limits)
-    assert list(loading.normalise_rows(loading.iter_rows(table), "prompts")) == [{{"prompt": "a"}}]
+    rows = validation.normalise_rows(loading.iter_rows(table), "prompts")
+    assert list(rows) == [{{"prompt": "a"}}]
 print("torch" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -322,20 +323,20 @@ def test_it_lists_at_most_20_bad_rows_and_counts_the_rest():
 def test_it_rejects_a_csv_without_a_prompt_column(tmp_path):
     table = load(b"question,answer\nwhy?,because\n", "q.csv", tmp_path / "w")
     with pytest.raises(Invalid) as caught:
-        loading.check_columns(table.column_names, "prompts")
+        validation.check_columns(table.column_names, "prompts")
     assert caught.value.fields == {"prompt": "missing"}
     assert "'question', 'answer'" in caught.value.detail
 
 
 def test_it_names_every_missing_column():
     with pytest.raises(Invalid) as caught:
-        loading.check_columns(["prompt", "chosen"], "preferences")
+        validation.check_columns(["prompt", "chosen"], "preferences")
     assert caught.value.fields == {"rejected": "missing"}
 
 
 def test_previews_cut_long_strings_anywhere_in_a_row():
     row = {"prompt": [{"role": "user", "content": "x" * 600}], "answer": "short"}
-    cut = loading.truncate(row, 500)
+    cut = validation.truncate(row, 500)
     assert cut["prompt"][0]["content"] == "x" * 500 + "…"
     assert cut["answer"] == "short"
     assert row["prompt"][0]["content"] == "x" * 600

@@ -22,9 +22,9 @@ class UploadLimitMiddleware:
                 length = 0
             limit = settings.UPLOAD_MAX_BYTES + _MULTIPART_SLACK
             if length > limit:
-                return JsonResponse({
-                    "error": "too_large",
-                    "detail": f"The upload is {length} bytes; this server accepts files up to "
-                              f"{settings.UPLOAD_MAX_BYTES} bytes (RLHF_UPLOAD_MAX_BYTES).",
-                }, status=413)
+                detail = (f"The upload is {length} bytes; this server accepts files up to "
+                          f"{settings.UPLOAD_MAX_BYTES} bytes (RLHF_UPLOAD_MAX_BYTES).")
+                if not request.path.startswith("/api/"):  # a page: no JSON for people
+                    return HttpResponse(detail, status=413, content_type="text/plain")
+                return JsonResponse({"error": "too_large", "detail": detail}, status=413)
         return self.get_response(request)

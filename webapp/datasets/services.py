@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 
-from webapp.datasets import loading
+from webapp.datasets import loading, validation
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_rows
 from webapp.errors import Invalid, TooLarge
@@ -43,8 +43,8 @@ def dataset_create(*, owner: AbstractBaseUser, name: str, kind: str,
     with tempfile.TemporaryDirectory(dir=directory, prefix=".upload-") as work:
         table = loading.load_upload(upload.chunks(), filename=upload.name or "",
                                     work_dir=Path(work), limits=_limits())
-        loading.check_columns(table.column_names, kind)
-        rows = loading.normalise_rows(loading.iter_rows(table), kind)
+        validation.check_columns(table.column_names, kind)
+        rows = validation.normalise_rows(loading.iter_rows(table), kind)
         stored = _write_rows(rows, work_dir=Path(work), directory=directory)
     return _save(owner=owner, name=name, kind=kind, columns=list(table.column_names),
                  stored=stored, original_filename=upload.name or "", size_bytes=size)
@@ -58,11 +58,11 @@ def dataset_create_from_rows(*, owner: AbstractBaseUser, name: str, kind: str,
     if not rows:
         raise Invalid("There are no rows to store.", fields={"rows": "empty"})
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    loading.check_columns(columns, kind)
+    validation.check_columns(columns, kind)
     directory = _datasets_dir()
     with tempfile.TemporaryDirectory(dir=directory, prefix=".rows-") as work:
         full_rows = ({column: row.get(column) for column in columns} for row in rows)
-        stored = _write_rows(loading.normalise_rows(full_rows, kind), work_dir=Path(work),
+        stored = _write_rows(validation.normalise_rows(full_rows, kind), work_dir=Path(work),
                              directory=directory)
     size = (directory / stored.file).stat().st_size
     return _save(owner=owner, name=name, kind=kind, columns=columns, stored=stored,
@@ -125,7 +125,7 @@ def _write_rows(rows: Iterable[dict[str, Any]], *, work_dir: Path, directory: Pa
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             stored.rows += 1
             if len(stored.preview) < PREVIEW_ROWS:
-                stored.preview.append(loading.truncate(row, PREVIEW_CHARS))
+                stored.preview.append(validation.truncate(row, PREVIEW_CHARS))
     os.replace(part, directory / stored.file)
     return stored
 
