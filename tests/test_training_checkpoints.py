@@ -11,7 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.training_helpers import files_with_pickle_suffix, tiny_model, tiny_tokenizer
+from tests.training_helpers import (
+    files_with_pickle_suffix,
+    one_torch_thread,
+    tiny_model,
+    tiny_tokenizer,
+)
 from training.checkpoints import (
     MANIFEST,
     STATE_DIR,
@@ -23,6 +28,12 @@ from training.checkpoints import (
     sha256_file,
 )
 from training.runtime import rng_state
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

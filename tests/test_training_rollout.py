@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
-from tests.training_helpers import tiny_model, tiny_tokenizer
+from tests.training_helpers import one_torch_thread, tiny_model, tiny_tokenizer
 from training.rollout import (
     _completion_mask,
     _PollStop,
@@ -15,6 +16,13 @@ from training.rollout import (
     prompt_text,
     render_prompt,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_torch_thread():
+        yield
+
 
 EOS = 2  # tiny-llama's <|im_end|>, also its pad token
 NO_TEMPLATE = SimpleNamespace(chat_template=None)
@@ -183,7 +191,7 @@ def test_generate_samples_a_group_of_completions_per_prompt():
     rollout = generate(model, tok, ["Summarize: cats sleep a lot.", "Hi"], group_size=3,
                        max_new_tokens=6, temperature=1.0, top_p=1.0, max_prompt_tokens=64)
 
-    P, T = rollout.prompt_len, rollout.action_mask.shape[1]  # noqa: N806
+    P, T = rollout.prompt_len, rollout.action_mask.shape[1]  # prompt width, completion width
     assert rollout.input_ids.shape == rollout.attention_mask.shape == (6, P + T)
     assert T <= 6 and len(rollout.completions) == 6
     # the G completions of a prompt are adjacent and share its (left-padded) tokens

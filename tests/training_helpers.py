@@ -2,8 +2,10 @@
 and GRPO configs small enough to train in about a second on a CPU."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,20 @@ PROMPTS = [
     "Summarize: two robots argued about whether tea or coffee is better.",
     "Summarize: the library stayed open all night during the exam season.",
 ]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread: the tiny model gains nothing from more, and on a shared
+    2-core machine a second thread spins against other processes and runs 3x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -9,6 +9,7 @@ Fields marked ``internal`` (paths, the device) are set by the worker, never by a
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -71,7 +72,8 @@ class BaseConfig:
     learning_rate: float = hp(1e-5, "AdamW learning rate (constant after warm-up).",
                               lo=0.0, hi=1.0)
     warmup_steps: int = hp(0, "Steps of linear learning-rate warm-up from 0.", lo=0, hi=100_000)
-    max_grad_norm: float = hp(1.0, "Clip the gradient's global norm to this value.",
+    max_grad_norm: float = hp(1.0, "Clip the gradient's global norm to this value (0: no "
+                              "clipping).",
                               lo=0.0, hi=1e6)
     seed: int = hp(0, "Seed for sampling, initialisation and data order.", lo=0, hi=2**31 - 1,
                    group="schedule")
@@ -215,6 +217,8 @@ def validate_hyperparameters(algorithm: str, values: dict[str, Any]) -> dict[str
         total = clean["prompts_per_step"] * clean["group_size"]
         if total % clean["micro_batch_size"]:
             errors["micro_batch_size"] = (f"must divide prompts_per_step x group_size ({total})")
+    if not errors and algorithm == "grpo" and clean["kl_stop"] is not None and not clean["beta"]:
+        errors["kl_stop"] = "needs beta > 0: with beta 0 there is no reference model to measure KL"
     if errors:
         raise ConfigError(errors)
     return clean
@@ -237,8 +241,9 @@ def validate_rewards(rewards: Any, *, columns: list[str] | None = None) -> list[
             errors[key] = "unknown field " + ", ".join(sorted(unknown))
             continue
         weight = r.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != weight:
-            errors[key] = "weight must be a number"
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
+                not math.isfinite(weight):
+            errors[key] = "weight must be a finite number"
             continue
         item: dict[str, Any] = {"type": r["type"], "weight": float(weight)}
         problem = _check_reward_args(r, item, columns)

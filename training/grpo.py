@@ -41,6 +41,7 @@ from training.runtime import (peak_memory_mb, resolve_device, resolve_dtype, rng
                               seed_everything, set_rng_state)
 
 MAX_PROMPT_TOKENS = 1024
+CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
 
 
 @dataclass
@@ -215,6 +216,7 @@ def _update(config: GRPOConfig, state: _State, rollout: Rollout, parts: Sequence
     """``num_iterations`` optimiser updates over the micro-batches; token-weighted metrics."""
     mask = rollout.action_mask
     sums: dict[str, float] = {}
+    clip_sums: dict[str, float] = {}
     tokens = 0.0
     params = [p for p in state.policy.parameters() if p.requires_grad]
     for iteration in range(config.num_iterations):
@@ -228,21 +230,27 @@ def _update(config: GRPOConfig, state: _State, rollout: Rollout, parts: Sequence
                                 eps_low=config.epsilon_low, eps_high=config.epsilon_high,
                                 beta=config.beta)
             loss.backward()
+            n = float(mask[mb].sum())
+            for key in CLIP_KEYS:  # over every update: the first one has ratio 1, never clips
+                clip_sums[key] = clip_sums.get(key, 0.0) + m[key] * n
             if iteration == 0:  # report the state of the rollout, before any update
-                n = float(mask[mb].sum())
                 tokens += n
                 assert entropy is not None
                 m["entropy/mean"] = masked_mean(entropy, mask[mb].float()).item()
                 m["loss/total"] = loss.item()
                 for key, value in m.items():
+                    if key in CLIP_KEYS:
+                        continue
                     summed = key.startswith("loss/")  # already weighted over the whole step
                     sums[key] = sums.get(key, 0.0) + (value if summed else value * n)
-        lr = state.scheduler.get_last_lr()[0]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        lr = state.optimizer.param_groups[0]["lr"]
+        # max_grad_norm 0 means no clipping; the norm is still measured and logged
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
         state.optimizer.step()
         state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
     out = {k: (v if k.startswith("loss/") else v / max(tokens, 1.0)) for k, v in sums.items()}
+    out |= {k: v / max(tokens * config.num_iterations, 1.0) for k, v in clip_sums.items()}
     out["optim/lr"] = lr
     out["optim/grad_norm"] = float(grad_norm)
     return out
