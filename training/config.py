@@ -199,7 +199,7 @@ def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
 
 
 def validate_hyperparameters(algorithm: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Complete ``values`` with defaults and check each; raise ConfigError naming every bad field."""
+    """Complete ``values`` with defaults and check each; ConfigError names every bad field."""
     cls = CONFIG_CLASSES.get(algorithm)
     if cls is None:
         raise ConfigError({"algorithm": "must be one of " + ", ".join(CONFIG_CLASSES)})

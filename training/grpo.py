@@ -28,8 +28,12 @@ from typing import Any
 import torch
 
 from training.advantages import group_advantages
-from training.checkpoints import (load_training_state, restore_optimizer, save_model_dir,
-                                  save_training_state)
+from training.checkpoints import (
+    load_training_state,
+    restore_optimizer,
+    save_model_dir,
+    save_training_state,
+)
 from training.config import GRPOConfig, reward_source_names
 from training.data import PromptSampler, read_rows
 from training.losses import grpo_loss, masked_mean, token_weights
@@ -37,8 +41,14 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_causal_lm, load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, generate, prompt_text, render_prompt
-from training.runtime import (peak_memory_mb, resolve_device, resolve_dtype, rng_state,
-                              seed_everything, set_rng_state)
+from training.runtime import (
+    peak_memory_mb,
+    resolve_device,
+    resolve_dtype,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 
 MAX_PROMPT_TOKENS = 1024
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")

@@ -12,8 +12,9 @@ class Command(BaseCommand):
         try:
             connection.ensure_connection()
         except Exception as exc:
-            problems.append(f"The database is unreachable ({settings.DATABASES['default']['ENGINE']}"
-                            f"): {exc}\n  Start PostgreSQL, fix DATABASE_URL, or unset it to use "
+            engine = settings.DATABASES["default"]["ENGINE"]
+            problems.append(f"The database is unreachable ({engine}): {exc}\n  Start "
+                            "PostgreSQL, fix DATABASE_URL, or unset it to use "
                             "SQLite under var/. 'docker compose up -d db redis' brings both.")
         try:
             from webapp.runs.events import client
