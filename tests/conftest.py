@@ -21,6 +21,13 @@ def other_user(django_user_model):
     return django_user_model.objects.create_user(username="mallory", password="mallory-pass-1")
 
 
+@pytest.fixture
+def datasets_dir(settings, tmp_path) -> Path:
+    """Uploads of this test land in its own temporary directory."""
+    settings.DATASETS_DIR = tmp_path / "datasets"
+    return settings.DATASETS_DIR
+
+
 def _token_client(username: str):
     from django.test import Client
 

@@ -14,15 +14,7 @@ from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import dataset_rows
 from webapp.errors import Invalid
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def datasets_dir(settings, tmp_path) -> Path:
-    # Autouse fixtures run before ``user``: a fast hasher saves most of each test's setup.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.DATASETS_DIR = tmp_path / "datasets"
-    return settings.DATASETS_DIR
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("datasets_dir")]
 
 
 def jsonl(*rows: Any) -> bytes:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -11,15 +10,7 @@ from django.urls import reverse
 
 from webapp.datasets.models import Dataset
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def datasets_dir(settings, tmp_path) -> Path:
-    # Autouse fixtures run before ``user``: a fast hasher saves most of each test's setup.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.DATASETS_DIR = tmp_path / "datasets"
-    return settings.DATASETS_DIR
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("datasets_dir")]
 
 
 @pytest.fixture

@@ -84,7 +84,8 @@ def train(config: GRPOConfig, *, sink: MetricsSink | None = None,
     """Train ``config.model_path`` with GRPO; returns the result and the last step's metrics."""
     sink = sink or NullSink()
     state, start = _setup(config, resume_from)
-    result, metrics = TrainResult(steps=start, stop_reason="max_steps"), {}
+    result = TrainResult(steps=start, stop_reason="max_steps")
+    metrics: dict[str, float] = {}
     saved_at = start
     for step in range(start + 1, config.max_steps + 1):
         if should_stop():
@@ -149,12 +150,12 @@ def _load_models(config: GRPOConfig, device: torch.device, dtype: torch.dtype,
         if saved is not None and saved["adapter"] is not None:
             set_peft_model_state_dict(policy, saved["adapter"])
         return policy, None  # the reference is the policy with adapters disabled
-    policy = load_causal_lm(resume_from or config.model_path, dtype=dtype, device=device)
+    full: Any = load_causal_lm(resume_from or config.model_path, dtype=dtype, device=device)
     reference = None
     if config.beta > 0:
         reference = load_causal_lm(config.model_path, dtype=dtype, device=device)
         reference.eval().requires_grad_(False)
-    return policy, reference
+    return full, reference
 
 
 def _micro_batches(size: int, micro: int) -> list[slice]:
@@ -174,7 +175,7 @@ def _frozen_logprobs(config: GRPOConfig, state: _State, rollout: Rollout,
             with state.policy.disable_adapter():
                 out.append(completion_logprobs(state.policy, *args)[0])
         else:
-            model = state.reference if reference else state.policy
+            model: Any = state.reference if reference else state.policy
             out.append(completion_logprobs(model, *args)[0])
     return out
 

@@ -43,8 +43,9 @@ def load_tokenizer(path: str | Path) -> Any:
 
 def load_causal_lm(path: str | Path, *, dtype: torch.dtype, device: torch.device
                    ) -> PreTrainedModel:
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True,
-                                                 use_safetensors=True, trust_remote_code=False)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype, local_files_only=True, use_safetensors=True,
+        trust_remote_code=False)
     return model.to(device)
 
 

@@ -79,7 +79,7 @@ def eos_token_ids(model: PreTrainedModel, tokenizer: Any) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model: PreTrainedModel, tokenizer: Any, prompts: Sequence[str], *,
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *,
              group_size: int, max_new_tokens: int, temperature: float, top_p: float,
              max_prompt_tokens: int, should_stop: Callable[[], bool] = lambda: False,
              min_new_tokens: int = 0) -> Rollout:

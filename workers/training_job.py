@@ -107,11 +107,11 @@ def _train(run_id: int, attempt: int) -> tuple[str, str, str]:
                                                                        attempt=attempt))
     except services.StaleAttempt as exc:
         log.warning("%s", exc)
-        return RunStatus.FAILED, "", "stale attempt"
+        return str(RunStatus.FAILED), "", "stale attempt"
     except Exception as exc:
         log.exception("run %s failed", run_id)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return RunStatus.FAILED, f"{detail}\n\n{traceback.format_exc(limit=8)}", "error"
+        return str(RunStatus.FAILED), f"{detail}\n\n{traceback.format_exc(limit=8)}", "error"
     if result.stop_reason == "cancelled":
-        return RunStatus.CANCELLED, "", "cancelled"
-    return RunStatus.SUCCEEDED, "", result.stop_reason
+        return str(RunStatus.CANCELLED), "", "cancelled"
+    return str(RunStatus.SUCCEEDED), "", result.stop_reason

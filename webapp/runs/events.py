@@ -45,7 +45,7 @@ def stream_exists(run_id: int) -> bool:
 
 def read(run_id: int, after_id: str, block_ms: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """Entries after ``after_id``, waiting up to ``block_ms`` for the first: (id, type, data)."""
-    found = client().xread({stream_key(run_id): after_id}, block=block_ms, count=200)
+    found: Any = client().xread({stream_key(run_id): after_id}, block=block_ms, count=200)
     for _key, entries in found or []:
         for entry_id, fields in entries:
             yield entry_id, fields.get("type", "step"), json.loads(fields.get("data", "{}"))
