@@ -44,7 +44,7 @@ run: models check-services
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	@echo "Starting on http://127.0.0.1:$(PORT)/ (web + worker). Ctrl-C stops everything."
-	$(VENV)/bin/honcho --procfile Procfile --port $(PORT) start
+	$(VENV)/bin/honcho --procfile Procfile start --port $(PORT)
 
 test: models-test browser check-services
 	CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_ARGS)
