@@ -51,6 +51,8 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-5)
     p.add_argument("--beta", type=float, default=0.04)
+    p.add_argument("--micro-batch-size", type=int, default=0,
+                   help="sequences per forward/backward (0: the whole step)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "prompts.jsonl"
@@ -59,6 +61,7 @@ def main() -> None:
             "max_steps": a.steps, "prompts_per_step": a.prompts_per_step,
             "group_size": a.group_size, "max_new_tokens": a.max_new_tokens,
             "learning_rate": a.learning_rate, "beta": a.beta, "temperature": 0.8,
+            "micro_batch_size": a.micro_batch_size,
         }, model_path=a.model, dataset_path=str(data), output_dir=str(Path(tmp) / "out"),
             rewards=[{"type": "length", "target": a.target, "weight": 1.0}])
         sink = Progress()
@@ -68,6 +71,8 @@ def main() -> None:
     chars = sink.series("completion/chars_mean")
     print(json.dumps({
         "engine": "rlhf-workbench GRPO", "model": a.model, "steps": len(chars),
+        "micro_batch_size": a.micro_batch_size,
+        "median_step_s": round(statistics.median(sink.series("perf/step_s")), 1),
         "wall_s": round(wall, 1),
         "median_tokens_per_s": round(statistics.median(sink.series("perf/tokens_per_s")), 1),
         "peak_mem_mb": round(max(sink.series("perf/peak_mem_mb"))),
