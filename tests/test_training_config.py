@@ -199,7 +199,8 @@ def test_validate_rewards_needs_a_non_empty_list(rewards):
     ({"type": "regex", "pattern": "(unclosed"}, "not a valid regular expression"),
     ({"type": "exact_match", "column": "missing"}, "exact_match needs column"),
     ({"type": "exact_match", "column": 3}, "exact_match needs column"),
-    ({"type": "reward_model", "model": "rm-1"}, "not available"),
+    ({"type": "reward_model"}, "reward_model needs model"),
+    ({"type": "reward_model", "model": ""}, "reward_model needs model"),
 ])
 def test_validate_rewards_names_the_bad_source(source, message):
     with pytest.raises(ConfigError) as caught:

@@ -88,7 +88,20 @@ def test_exact_match_reads_the_answer_column_by_default():
     assert total.tolist() == [1.0, 0.0]
 
 
-def test_score_refuses_a_reward_model_source():
-    with pytest.raises(ValueError, match="not available"):
+def test_score_refuses_a_reward_model_source_without_a_loaded_scorer():
+    with pytest.raises(ValueError, match="no scorer loaded"):
         score([RewardSpec(type="reward_model", model="rm-1")], ["reward_model"], ["p"], ["c"],
               [{}])
+
+
+def test_score_weights_a_reward_model_scorer_with_the_rules():
+    def by_length(prompts, completions):
+        return [float(len(c)) for c in completions]
+
+    specs = [RewardSpec(type="reward_model", model="rm-1", weight=0.5),
+             RewardSpec(type="length", target=3)]
+    total, per_source = score(specs, ["reward_model", "length"], ["p", "p"], ["ab", "abcd"],
+                              [{}, {}], scorers={"reward_model": by_length})
+    # 0.5 * [2, 4] + [-1, -1] = [0, 1]
+    assert total.tolist() == [0.0, 1.0]
+    assert per_source["reward_model"].tolist() == [2.0, 4.0]

@@ -47,10 +47,8 @@ class RewardSpec:
     """exact_match: the dataset column holding the reference answer."""
     model: str | None = None
     """reward_model: the registry id of a fitted reward model."""
-
-    @property
-    def name(self) -> str:
-        return self.type
+    path: str | None = None
+    """reward_model: its directory, filled in by the worker from ``model``."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +142,55 @@ class GRPOConfig(RolloutConfig):
         return self.prompts_per_step * self.group_size
 
 
-CONFIG_CLASSES: dict[str, type[BaseConfig]] = {"grpo": GRPOConfig}
+@dataclass(frozen=True)
+class PPOConfig(RolloutConfig):
+    """Proximal Policy Optimisation with a learned critic (Schulman et al. 2017; the RLHF
+    recipe of Ziegler et al. 2019 and Ouyang et al. 2022), as summarised in MISSION.md."""
+
+    ppo_epochs: int = hp(4, "Passes over each rollout's minibatches.", lo=1, hi=64, group="ppo")
+    minibatches: int = hp(2, "Minibatches per epoch; must divide prompts_per_step.", lo=1,
+                          hi=4096, group="ppo")
+    gamma: float = hp(1.0, "Discount factor of GAE.", lo=0.0, hi=1.0, group="ppo")
+    lam: float = hp(0.95, "GAE lambda: 1 is Monte-Carlo (low bias, high variance), 0 is "
+                    "one-step TD (low variance, high bias).", lo=0.0, hi=1.0, group="ppo")
+    kl_coef: float = hp(0.05, "Per-token KL penalty to the reference, subtracted from the "
+                        "reward (the initial value when kl_target is set).", lo=0.0, hi=100.0,
+                        group="ppo")
+    kl_target: float | None = hp(None, "Adapt kl_coef to keep KL near this value (Ziegler et "
+                                 "al.); empty keeps kl_coef fixed.", lo=0.0, hi=1e3,
+                                 nullable=True, group="ppo")
+    cliprange: float = hp(0.2, "Policy ratio clip epsilon.", lo=0.0, hi=10.0, group="ppo")
+    cliprange_value: float = hp(0.2, "Value clip: new values stay within this of the old.",
+                                lo=0.0, hi=1e6, group="ppo")
+    vf_coef: float = hp(0.1, "Weight of the value loss.", lo=0.0, hi=100.0, group="ppo")
+    entropy_coef: float = hp(0.0, "Weight of the entropy bonus (0: none).", lo=0.0, hi=10.0,
+                             group="ppo")
+    whiten_advantages: bool = hp(True, "Normalise advantages to zero mean and unit variance "
+                                 "per rollout.", group="ppo")
+    critic_init: str = hp("policy", "Critic backbone: a copy of the policy, or of the reward "
+                          "model's backbone.", choices=("policy", "reward"), group="ppo")
+
+
+@dataclass(frozen=True)
+class RewardModelConfig(BaseConfig):
+    """A scalar reward model fitted on preference pairs with the Bradley-Terry loss
+    ``-log sigmoid(r_chosen - r_rejected - margin)``."""
+
+    max_steps: int = hp(100, "Optimiser steps to run.", lo=1, hi=100_000, group="schedule")
+    learning_rate: float = hp(2e-5, "AdamW learning rate (constant after warm-up).",
+                              lo=0.0, hi=1.0)
+    batch_size: int = hp(8, "Preference pairs per optimiser step.", lo=1, hi=4096,
+                         group="reward_model")
+    max_length: int = hp(512, "Longest prompt + response in tokens; longer ones are cut "
+                         "from the left of the prompt.", lo=16, hi=32_768, group="reward_model")
+    eval_fraction: float = hp(0.1, "Share of pairs held out to measure accuracy and margin.",
+                              lo=0.0, hi=0.5, group="reward_model")
+    eval_every: int = hp(10, "Measure the held-out pairs every N steps (and at the end).",
+                         lo=1, hi=100_000, group="reward_model")
+
+
+CONFIG_CLASSES: dict[str, type[BaseConfig]] = {
+    "grpo": GRPOConfig, "ppo": PPOConfig, "reward_model": RewardModelConfig}
 REWARD_TYPES = ("length", "regex", "exact_match", "reward_model")
 
 
@@ -219,6 +265,12 @@ def validate_hyperparameters(algorithm: str, values: dict[str, Any]) -> dict[str
             errors["micro_batch_size"] = (f"must divide prompts_per_step x group_size ({total})")
     if not errors and algorithm == "grpo" and clean["kl_stop"] is not None and not clean["beta"]:
         errors["kl_stop"] = "needs beta > 0: with beta 0 there is no reference model to measure KL"
+    if not errors and algorithm == "ppo":
+        per_minibatch, rest = divmod(clean["prompts_per_step"], clean["minibatches"])
+        if rest:
+            errors["minibatches"] = f"must divide prompts_per_step ({clean['prompts_per_step']})"
+        elif clean["micro_batch_size"] and per_minibatch % clean["micro_batch_size"]:
+            errors["micro_batch_size"] = f"must divide the minibatch size ({per_minibatch})"
     if errors:
         raise ConfigError(errors)
     return clean
@@ -279,7 +331,10 @@ def _check_reward_args(r: dict[str, Any], item: dict[str, Any],
                     f"({', '.join(columns or [])})")
         item["column"] = column
     elif kind == "reward_model":
-        return "reward_model rewards arrive with reward-model runs (not available yet)"
+        model = r.get("model")
+        if not isinstance(model, str) or not model:
+            return "reward_model needs model, the id of a fitted reward model (GET /api/models)"
+        item["model"] = model
     return None
 
 

@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import torch
 
 from training.config import RewardSpec
 
 RewardFn = Callable[..., list[float]]
+
+
+class RewardScorer(Protocol):
+    """A learned reward: scores each (prompt, completion) pair; see training.reward_model."""
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]: ...
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
@@ -43,9 +49,11 @@ def exact_match_reward(prompts: Sequence[str], completions: Sequence[str], *,
 
 
 def score(specs: Sequence[RewardSpec], names: Sequence[str], prompts: Sequence[str],
-          completions: Sequence[str], rows: Sequence[dict[str, Any]]
+          completions: Sequence[str], rows: Sequence[dict[str, Any]],
+          scorers: Mapping[str, RewardScorer] | None = None
           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted sum of all sources, shape (B,), and each source's raw scores by name."""
+    """Weighted sum of all sources, shape (B,), and each source's raw scores by name.
+    ``scorers`` holds the loaded reward models, by source name."""
     per_source: dict[str, torch.Tensor] = {}
     total = torch.zeros(len(completions))
     for spec, name in zip(specs, names, strict=True):
@@ -57,8 +65,10 @@ def score(specs: Sequence[RewardSpec], names: Sequence[str], prompts: Sequence[s
             column = spec.column or "answer"
             values = exact_match_reward(prompts, completions,
                                         answers=[r.get(column) for r in rows])
+        elif spec.type == "reward_model" and scorers and name in scorers:
+            values = scorers[name](prompts, completions)
         else:
-            raise ValueError(f"reward type {spec.type!r} is not available in this engine")
+            raise ValueError(f"reward source {name!r} ({spec.type}) has no scorer loaded")
         per_source[name] = torch.tensor(values, dtype=torch.float32)
         total += spec.weight * per_source[name]
     return total, per_source
