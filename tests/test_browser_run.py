@@ -39,13 +39,16 @@ def sign_in(page, base, username, password):
     page.wait_for_url(base + "/")
 
 
-def points(page, chart_id="chart-0"):
-    return page.evaluate(
-        "(id) => { const d = document.getElementById(id).data;"
-        " return d ? Math.max(...d.map(t => t.x.length)) : 0; }", chart_id)
+# The reward chart, drawn (and created) when the first step arrives.
+POINTS = ("(() => { const c = document.getElementById('chart-0');"
+          " return c && c.data ? Math.max(...c.data.map(t => t.x.length)) : 0; })()")
 
 
-def test_a_run_launched_from_the_form_draws_its_charts_live(page, live_server, worker, api,
+def points(page):
+    return page.evaluate(POINTS)
+
+
+def test_a_run_launched_from_the_form_draws_its_charts_live_and_cancels(page, live_server, worker, api,
                                                              user):
     dataset = upload_prompts(api, PROMPTS, name="cats")
     sign_in(page, live_server.url, "alice", "alice-pass-123")
@@ -56,18 +59,19 @@ def test_a_run_launched_from_the_form_draws_its_charts_live(page, live_server, w
     page.select_option("#id_base_model", "tiny-llama")
     page.select_option("#preset", "Smoke test (tiny-llama, seconds)")
     assert page.input_value("#id_hp_group_size") == "4"  # the preset filled the form
-    page.fill("#id_hp_max_steps", "6")
+    page.fill("#id_hp_max_steps", "200")  # long enough to be watched, then cancelled
     page.fill("input[name=reward-0-target]", "40")
     page.click("#launch")
     page.wait_for_url(f"{live_server.url}/runs/*/")
 
     page.evaluate("window.__sameDocument = true")
-    page.wait_for_function("document.getElementById('chart-0').data !== undefined")
+    page.wait_for_function(f"{POINTS} > 0")
     first = points(page)
-    page.wait_for_function(f"Math.max(...document.getElementById('chart-0').data"
-                           f".map(t => t.x.length)) > {first}")
-    page.wait_for_selector("#run-status:has-text('succeeded')", timeout=120_000)
-    assert points(page) == 6
+    page.wait_for_function(f"{POINTS} > {first}")
+    page.click("#cancel-run")
+    page.wait_for_selector("#run-status:has-text('cancelled')", timeout=120_000)
+    page.wait_for_selector("#checkpoints a:has-text('Download zip')")
+    assert first < points(page) < 200
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     assert page.locator("#samples-table tbody tr").count() > 0
     assert page.locator("#checkpoints a:has-text('Download zip')").count() == 1

@@ -202,3 +202,66 @@ def test_the_hyperparameter_schema_lists_defaults_and_help(api):
     assert fields["group_size"]["default"] == 8 and fields["group_size"]["help"]
     assert fields["loss_type"]["choices"] == ["grpo", "bnpo", "dr_grpo"]
     assert api.get("/api/hyperparameters/sft").status_code == 404
+
+
+def upload(client, kind, lines, name="data"):
+    import io
+
+    f = io.BytesIO("".join(json.dumps(r) + "\n" for r in lines).encode())
+    f.name = f"{name}.jsonl"
+    response = client.post("/api/datasets", {"file": f, "name": name, "kind": kind})
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+PAIRS = [{"prompt": "p", "chosen": "short", "rejected": "a much longer answer"}]
+
+
+def test_a_reward_model_run_takes_preference_pairs_and_no_rewards(api, dataset):
+    prefs = upload(api, "preferences", PAIRS)
+    response = post_run(api, body(prefs["id"], algorithm="reward_model", rewards=None,
+                                  hyperparameters={"batch_size": 4}))
+    assert response.status_code == 201, response.content
+    assert response.json()["hyperparameters"]["eval_fraction"] == 0.1
+    wrong = post_run(api, body(dataset["id"], algorithm="reward_model", rewards=None))
+    assert wrong.status_code == 422 and wrong.json()["fields"]["dataset"] == "wrong kind"
+    with_rewards = post_run(api, body(prefs["id"], algorithm="reward_model"))
+    assert with_rewards.status_code == 422 and "rewards" in with_rewards.json()["fields"]
+
+
+def test_a_reward_model_run_can_start_from_the_minilm_encoder_but_grpo_cannot(api, dataset):
+    prefs = upload(api, "preferences", PAIRS)
+    models = {m["id"]: m for m in api.get("/api/models").json()}
+    assert models["all-minilm-l6-v2"]["kind"] == "encoder"
+    ok = post_run(api, body(prefs["id"], algorithm="reward_model", rewards=None,
+                            base_model="all-minilm-l6-v2"))
+    assert ok.status_code == 201, ok.content
+    refused = post_run(api, body(dataset["id"], base_model="all-minilm-l6-v2"))
+    assert refused.status_code == 422 and "base_model" in refused.json()["fields"]
+
+
+def test_a_reward_model_source_must_name_a_fitted_reward_model(api, dataset, run):
+    policy = Checkpoint.objects.create(run_id=run["id"], step=3, path="p", archive="p.zip",
+                                       size_bytes=1, sha256="0" * 64)
+    for model in ("no-such-model", f"ckpt-{policy.pk}"):
+        response = post_run(api, body(dataset["id"], algorithm="ppo", rewards=[
+            {"type": "reward_model", "model": model}]))
+        assert response.status_code == 422, response.content
+        assert "rewards[0]" in response.json()["fields"]
+    prefs = upload(api, "preferences", PAIRS)
+    rm_run = post_run(api, body(prefs["id"], algorithm="reward_model", rewards=None)).json()
+    fitted = Checkpoint.objects.create(run_id=rm_run["id"], step=5, path="r", archive="r.zip",
+                                       size_bytes=1, sha256="1" * 64)
+    ppo = post_run(api, body(dataset["id"], algorithm="ppo", rewards=[
+        {"type": "reward_model", "model": f"ckpt-{fitted.pk}", "weight": 2.0},
+        {"type": "length", "target": 40}], hyperparameters={"prompts_per_step": 4}))
+    assert ppo.status_code == 201, ppo.content
+    assert ppo.json()["rewards"][0] == {"type": "reward_model", "model": f"ckpt-{fitted.pk}",
+                                        "weight": 2.0}
+
+
+def test_ppo_minibatches_must_divide_the_prompts(api, dataset):
+    response = post_run(api, body(dataset["id"], algorithm="ppo",
+                                  hyperparameters={"prompts_per_step": 3, "minibatches": 2}))
+    assert response.status_code == 422
+    assert "hyperparameters.minibatches" in response.json()["fields"]

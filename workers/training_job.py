@@ -1,6 +1,8 @@
 """Run one training attempt: claim the run, build its config, train, record the outcome."""
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import socket
 import threading
@@ -8,13 +10,17 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from training.checkpoints import make_archive
-from training.config import GRPOConfig, build_config
+from training.config import BaseConfig, build_config
+from training.data import read_rows
 from training.metrics import SampleRecord
+from training.preferences import rows_as_pairs
+from webapp.datasets.models import DatasetKind
 from webapp.runs import services
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.registry import model_resolve
@@ -70,14 +76,45 @@ class Heartbeat(threading.Thread):
             connection.close()
 
 
-def build_run_config(run: Run) -> GRPOConfig:
+# The engine module of each algorithm; each has train(config, *, sink, should_stop).
+ENGINES = {"grpo": "training.grpo", "ppo": "training.ppo",
+           "reward_model": "training.reward_model"}
+
+
+def _reward_sources(run: Run) -> list[dict[str, Any]]:
+    """The run's reward sources with each reward model's directory filled in."""
+    sources = []
+    for i, source in enumerate(run.rewards):
+        if source["type"] == "reward_model":
+            entry = model_resolve(user=run.owner, model_id=source["model"],
+                                  field=f"rewards[{i}]", kinds=("reward",))
+            source = {**source, "path": str(entry.path)}
+        sources.append(source)
+    return sources
+
+
+def _pairs_file(run: Run, output_dir: Path) -> Path:
+    """A reward model trains on pairs; a ranked-list dataset becomes its K(K-1)/2 pairs."""
+    if run.dataset.kind != DatasetKind.RANKINGS:
+        return run.dataset.file_path
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "pairs.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows_as_pairs(read_rows(run.dataset.file_path)):
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def build_run_config(run: Run) -> BaseConfig:
     entry = model_resolve(user=run.owner, model_id=run.base_model)
-    config = build_config(
-        run.algorithm, run.hyperparameters, rewards=run.rewards,
-        model_path=str(entry.path), dataset_path=str(run.dataset.file_path),
-        output_dir=str(Path(settings.CHECKPOINTS_DIR) / f"run-{run.pk}"))
-    assert isinstance(config, GRPOConfig)
-    return config
+    output_dir = Path(settings.CHECKPOINTS_DIR) / f"run-{run.pk}"
+    internal: dict[str, Any] = {"model_path": str(entry.path), "output_dir": str(output_dir)}
+    if run.algorithm == "reward_model":
+        internal["dataset_path"] = str(_pairs_file(run, output_dir))
+    else:
+        internal["dataset_path"] = str(run.dataset.file_path)
+        internal["rewards"] = _reward_sources(run)
+    return build_config(run.algorithm, run.hyperparameters, **internal)
 
 
 def run_training(run_id: int) -> None:
@@ -97,12 +134,12 @@ def run_training(run_id: int) -> None:
 
 
 def _train(run_id: int, attempt: int) -> tuple[str, str, str]:
-    from training.grpo import train  # torch is imported here, in the child, not at start-up
-
     try:
         run = Run.objects.select_related("dataset", "owner").get(pk=run_id)
         config = build_run_config(run)
-        result, _ = train(config, sink=RunSink(run_id, attempt),
+        # torch is imported here, in the worker's child process, never at start-up
+        engine = importlib.import_module(ENGINES[run.algorithm])
+        result, _ = engine.train(config, sink=RunSink(run_id, attempt),
                           should_stop=lambda: services.run_should_stop(run_id=run_id,
                                                                        attempt=attempt))
     except services.StaleAttempt as exc:

@@ -5,32 +5,45 @@
   const page = document.getElementById("run-page");
   if (!page) return;
   const maxSteps = Number(page.dataset.maxSteps);
+  // Each chart shows the metric keys it lists (or matches); it appears when its first point does.
   const CHARTS = [
     { title: "Reward", match: (k) => k === "reward/mean" || /^reward\/[^/]+\/mean$/.test(k) },
     { title: "Reward std / groups with zero std", keys: ["reward/std", "reward/frac_zero_std"] },
     { title: "KL to reference", keys: ["kl/mean"] },
     { title: "Entropy", keys: ["entropy/mean"] },
-    { title: "Loss", match: (k) => k.startsWith("loss/") },
+    { title: "Loss", match: (k) => k.startsWith("loss/") && k !== "loss/value" && k !== "loss/train" },
+    { title: "Value loss", keys: ["loss/value"] },
+    { title: "Critic", keys: ["value/explained_var", "value/clip_frac"] },
+    { title: "Policy change", keys: ["kl/approx", "clip/policy_frac"] },
+    { title: "KL coefficient", keys: ["kl/coef"] },
     { title: "Clip ratios", keys: ["clip/low", "clip/high", "clip/region"] },
+    { title: "Training loss", keys: ["loss/train", "eval/loss"] },
+    { title: "Pairwise accuracy", keys: ["eval/accuracy", "train/accuracy"] },
+    { title: "Held-out margin", keys: ["eval/margin"] },
+    { title: "Scores of chosen and rejected", keys: ["reward/chosen_mean", "reward/rejected_mean"] },
     { title: "Completion length (tokens)",
       keys: ["completion/length_mean", "completion/length_min", "completion/length_max"] },
     { title: "Completion length (characters)", keys: ["completion/chars_mean"] },
     { title: "Truncated share", keys: ["completion/truncated_frac"] },
     { title: "Gradient norm", keys: ["optim/grad_norm"] },
     { title: "Learning rate", keys: ["optim/lr"] },
-    { title: "Tokens per second", keys: ["perf/tokens_per_s"] },
+    { title: "Tokens per second", keys: ["perf/tokens_per_s", "perf/pairs_per_s"] },
     { title: "Seconds per step", keys: ["perf/step_s", "perf/generate_s"] },
     { title: "Peak memory (MB)", keys: ["perf/peak_mem_mb"] },
   ];
   const container = document.getElementById("charts");
-  const charts = CHARTS.map((spec, i) => {
+  const charts = CHARTS.map((spec) => ({ spec, div: null, traces: {} }));
+
+  function place(chart) {
+    // Keep the order of CHARTS whatever order the charts appear in.
     const div = document.createElement("div");
     div.className = "chart";
-    div.id = "chart-" + i;
-    div.dataset.title = spec.title;
-    container.appendChild(div);
-    return { spec, div, traces: {}, drawn: false };
-  });
+    div.id = "chart-" + charts.indexOf(chart);
+    div.dataset.title = chart.spec.title;
+    const after = charts.slice(charts.indexOf(chart) + 1).find((c) => c.div);
+    container.insertBefore(div, after ? after.div : null);
+    chart.div = div;
+  }
   let lastStep = 0;
   const stepSeconds = [];
 
@@ -48,7 +61,8 @@
       byChart.get(chart).push([key, s]);
     }
     for (const [chart, items] of byChart) {
-      if (!chart.drawn) {
+      if (!chart.div) {
+        place(chart);
         const data = items.map(([key, s], i) => {
           chart.traces[key] = i;
           return { x: s.x, y: s.y, name: key, mode: "lines+markers", marker: { size: 4 } };
@@ -58,7 +72,6 @@
           margin: { l: 50, r: 10, t: 32, b: 32 }, height: 258, showlegend: data.length > 1,
           legend: { orientation: "h", y: -0.2, font: { size: 10 } }, xaxis: { title: "" },
         }, { displaylogo: false, responsive: true });
-        chart.drawn = true;
         continue;
       }
       const fresh = items.filter(([key]) => !(key in chart.traces));

@@ -3,57 +3,65 @@
   "use strict";
   const form = document.getElementById("run-form");
   if (!form) return;
-  const rows = document.getElementById("reward-rows");
-  const max = Number(rows.dataset.max);
 
-  function showInputsFor(row) {
-    const type = row.querySelector(".reward-type").value;
-    row.querySelectorAll("label[data-for]").forEach((label) => {
-      label.hidden = label.dataset.for !== type;
-    });
-  }
+  function setUpRewards(rows) {
+    const max = Number(rows.dataset.max);
 
-  function renumber() {
-    rows.querySelectorAll(".reward-row").forEach((row, i) => {
-      row.dataset.index = String(i);
-      row.querySelectorAll("[name]").forEach((input) => {
-        input.name = input.name.replace(/^reward-\d+-/, "reward-" + i + "-");
+    function showInputsFor(row) {
+      const type = row.querySelector(".reward-type").value;
+      row.querySelectorAll("label[data-for]").forEach((label) => {
+        label.hidden = label.dataset.for !== type;
       });
+    }
+
+    function renumber() {
+      rows.querySelectorAll(".reward-row").forEach((row, i) => {
+        row.dataset.index = String(i);
+        row.querySelectorAll("[name]").forEach((input) => {
+          input.name = input.name.replace(/^reward-\d+-/, "reward-" + i + "-");
+        });
+      });
+      document.getElementById("add-reward").disabled = rows.children.length >= max;
+    }
+
+    rows.addEventListener("change", (e) => {
+      if (e.target.classList.contains("reward-type")) showInputsFor(e.target.closest(".reward-row"));
     });
-    document.getElementById("add-reward").disabled = rows.children.length >= max;
+    rows.addEventListener("click", (e) => {
+      if (!e.target.classList.contains("remove-reward")) return;
+      if (rows.children.length > 1) e.target.closest(".reward-row").remove();
+      renumber();
+    });
+    document.getElementById("add-reward").addEventListener("click", () => {
+      const copy = rows.lastElementChild.cloneNode(true);
+      copy.querySelectorAll("input").forEach((input) => {
+        input.value = input.name.endsWith("-weight") ? "1.0" : input.name.endsWith("-column") ? "answer" : "";
+      });
+      rows.appendChild(copy);
+      renumber();
+      showInputsFor(copy);
+    });
+    rows.querySelectorAll(".reward-row").forEach(showInputsFor);
+    renumber();
   }
 
-  rows.addEventListener("change", (e) => {
-    if (e.target.classList.contains("reward-type")) showInputsFor(e.target.closest(".reward-row"));
-  });
-  rows.addEventListener("click", (e) => {
-    if (!e.target.classList.contains("remove-reward")) return;
-    if (rows.children.length > 1) e.target.closest(".reward-row").remove();
-    renumber();
-  });
-  document.getElementById("add-reward").addEventListener("click", () => {
-    const copy = rows.lastElementChild.cloneNode(true);
-    copy.querySelectorAll("input").forEach((input) => {
-      input.value = input.name.endsWith("-weight") ? "1.0" : input.name.endsWith("-column") ? "answer" : "";
+  function setUpPresets() {
+    // form.dataset would be the form control named "dataset", not the data-* attributes
+    const presets = JSON.parse(form.getAttribute("data-presets"));
+    const select = document.getElementById("preset");
+    for (const name of Object.keys(presets)) select.add(new Option(name, name));
+    select.addEventListener("change", () => {
+      const values = presets[select.value] || {};
+      for (const [key, value] of Object.entries(values)) {
+        const input = form.elements["hp_" + key];
+        if (!input) continue;
+        if (input.type === "checkbox") input.checked = Boolean(value);
+        else input.value = value;
+      }
     });
-    rows.appendChild(copy);
-    renumber();
-    showInputsFor(copy);
-  });
-  rows.querySelectorAll(".reward-row").forEach(showInputsFor);
-  renumber();
+  }
 
-  // form.dataset would be the form control named "dataset", not the data-* attributes
-  const presets = JSON.parse(form.getAttribute("data-presets"));
-  const select = document.getElementById("preset");
-  for (const name of Object.keys(presets)) select.add(new Option(name, name));
-  select.addEventListener("change", () => {
-    const values = presets[select.value] || {};
-    for (const [key, value] of Object.entries(values)) {
-      const input = form.elements["hp_" + key];
-      if (!input) continue;
-      if (input.type === "checkbox") input.checked = Boolean(value);
-      else input.value = value;
-    }
-  });
+  const rows = document.getElementById("reward-rows");
+  if (rows) setUpRewards(rows);
+  setUpPresets();
 })();

@@ -7,26 +7,42 @@ from typing import Any
 
 from django import forms
 
-from training.config import GRPOConfig
-from webapp.datasets.models import Dataset, DatasetKind
-from webapp.runs.registry import model_list
+from training.config import CONFIG_CLASSES
+from webapp.datasets.models import Dataset
+from webapp.runs.registry import BASE_KINDS, model_list
+from webapp.runs.services import DATASET_KINDS
 
 GROUP_TITLES = {"schedule": "Schedule", "optimisation": "Optimisation", "sampling": "Sampling",
-                "grpo": "GRPO", "system": "System"}
+                "grpo": "GRPO", "ppo": "PPO", "reward_model": "Reward model", "system": "System"}
+ALGORITHMS = [("grpo", "GRPO"), ("ppo", "PPO"), ("reward_model", "Reward model")]
 REWARD_TYPES = [("length", "Length target"), ("regex", "Format regex"),
-                ("exact_match", "Exact match")]
+                ("exact_match", "Exact match"), ("reward_model", "Reward model")]
 MAX_REWARD_ROWS = 8
 
 # Starting points a person can apply with one click (the page's JS fills the fields).
-PRESETS: dict[str, dict[str, Any]] = {
-    "Smoke test (tiny-llama, seconds)": {
-        "max_steps": 4, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 16},
-    "Length control (seed article)": {
-        "max_steps": 10, "prompts_per_step": 4, "group_size": 8, "max_new_tokens": 64,
-        "learning_rate": 1e-5, "temperature": 0.8, "beta": 0.04},
-    "DAPO clip-higher, no KL": {
-        "epsilon_low": 0.2, "epsilon_high": 0.28, "beta": 0.0, "loss_type": "bnpo"},
-    "Dr. GRPO": {"loss_type": "dr_grpo", "scale_rewards": "none"},
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "grpo": {
+        "Smoke test (tiny-llama, seconds)": {
+            "max_steps": 4, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 16},
+        "Length control (seed article)": {
+            "max_steps": 10, "prompts_per_step": 4, "group_size": 8, "max_new_tokens": 64,
+            "learning_rate": 1e-5, "temperature": 0.8, "beta": 0.04},
+        "DAPO clip-higher, no KL": {
+            "epsilon_low": 0.2, "epsilon_high": 0.28, "beta": 0.0, "loss_type": "bnpo"},
+        "Dr. GRPO": {"loss_type": "dr_grpo", "scale_rewards": "none"},
+    },
+    "ppo": {
+        "Smoke test (tiny-llama, seconds)": {
+            "max_steps": 4, "prompts_per_step": 4, "minibatches": 2, "max_new_tokens": 16},
+        "InstructGPT-style (adaptive KL)": {
+            "kl_coef": 0.1, "kl_target": 6.0, "ppo_epochs": 4, "cliprange": 0.2,
+            "gamma": 1.0, "lam": 0.95},
+    },
+    "reward_model": {
+        "Smoke test (tiny-llama)": {"max_steps": 20, "batch_size": 8, "max_length": 128},
+        "MiniLM encoder": {"max_steps": 200, "batch_size": 16, "learning_rate": 5e-5,
+                           "max_length": 256},
+    },
 }
 
 
@@ -51,17 +67,26 @@ class RunForm(forms.Form):
     base_model = forms.ChoiceField(help_text="The policy to start from: a bundled model or a "
                                              "checkpoint of an earlier run.")
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any):
+    def __init__(self, *args: Any, user: Any, algorithm: str, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.algorithm, self.user = algorithm, user
+        self.config_class = CONFIG_CLASSES[algorithm]
         self.fields["dataset"].queryset = Dataset.objects.filter(
-            owner_id=user.pk, kind=DatasetKind.PROMPTS)
-        self.fields["base_model"].choices = [(m.id, m.name) for m in model_list(user=user)]
-        for f in GRPOConfig.hyperparameter_fields():
+            owner_id=user.pk, kind__in=DATASET_KINDS[algorithm])
+        self.fields["base_model"].choices = [
+            (m.id, m.name) for m in model_list(user=user) if m.kind in BASE_KINDS[algorithm]]
+        if algorithm == "reward_model":
+            self.fields["dataset"].help_text = ("Preference pairs or ranked lists (each ranking "
+                                                "gives its K(K-1)/2 pairs).")
+            self.fields["base_model"].help_text = ("The backbone that gets a scalar head: a "
+                                                   "policy, the MiniLM encoder, or a reward "
+                                                   "model to keep fitting.")
+        for f in self.config_class.hyperparameter_fields():
             self.fields[f"hp_{f.name}"] = _field_for(f)
 
     def hyperparameter_groups(self) -> list[tuple[str, list[forms.BoundField]]]:
         groups: dict[str, list[forms.BoundField]] = {}
-        for f in GRPOConfig.hyperparameter_fields():
+        for f in self.config_class.hyperparameter_fields():
             groups.setdefault(f.metadata["group"], []).append(self[f"hp_{f.name}"])
         return [(GROUP_TITLES.get(g, g), fields) for g, fields in groups.items()]
 
@@ -87,6 +112,8 @@ def rewards_from_post(data: Any) -> list[dict[str, Any]]:
             row["pattern"] = data.get(f"reward-{i}-pattern", "")
         elif kind == "exact_match":
             row["column"] = data.get(f"reward-{i}-column", "answer").strip()
+        elif kind == "reward_model":
+            row["model"] = data.get(f"reward-{i}-model", "")
         rows.append(row)
     return rows
 

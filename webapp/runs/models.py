@@ -24,6 +24,8 @@ TERMINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 class Algorithm(models.TextChoices):
     GRPO = "grpo", "GRPO"
+    PPO = "ppo", "PPO"
+    REWARD_MODEL = "reward_model", "Reward model"
 
 
 class Run(models.Model):

@@ -18,7 +18,7 @@ from webapp.datasets.selectors import dataset_get_for_user
 from webapp.errors import Invalid, ServiceError, WrongState
 from webapp.runs import events
 from webapp.runs.models import Checkpoint, Metric, Run, RunStatus, Sample
-from webapp.runs.registry import model_resolve
+from webapp.runs.registry import BASE_KINDS, model_resolve
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,41 @@ class StaleAttempt(Exception):
     """The run moved on (cancelled, finished or re-attempted); this attempt must stop."""
 
 
-def _dataset_for_run(user: AbstractBaseUser, dataset_id: Any) -> Dataset:
+# The dataset kinds each algorithm trains on.
+DATASET_KINDS = {"grpo": (DatasetKind.PROMPTS,), "ppo": (DatasetKind.PROMPTS,),
+                 "reward_model": (DatasetKind.PREFERENCES, DatasetKind.RANKINGS)}
+
+
+def _dataset_for_run(user: AbstractBaseUser, dataset_id: Any, algorithm: str) -> Dataset:
     if dataset_id is None or dataset_id == "":
-        raise Invalid("Pick a prompts dataset for the run.", fields={"dataset": "required"})
+        raise Invalid("Pick a dataset for the run.", fields={"dataset": "required"})
     try:
         dataset = dataset_get_for_user(user=user, dataset_id=dataset_id)
     except Exception:
         raise Invalid(f"Dataset {dataset_id} does not exist or is not yours.",
                       fields={"dataset": "unknown dataset"}) from None
-    if dataset.kind != DatasetKind.PROMPTS:
-        raise Invalid(f"A GRPO run trains on a prompts dataset; '{dataset.name}' holds "
+    kinds = DATASET_KINDS[algorithm]
+    if dataset.kind not in kinds:
+        wanted = " or ".join(DatasetKind(k).label.lower() for k in kinds)
+        raise Invalid(f"A {algorithm} run trains on {wanted}; '{dataset.name}' holds "
                       f"{dataset.get_kind_display().lower()}.", fields={"dataset": "wrong kind"})
     return dataset
+
+
+def _clean_rewards(owner: AbstractBaseUser, algorithm: str, rewards: Any,
+                   dataset: Dataset) -> list[dict[str, Any]]:
+    """Reward sources checked by the engine's rules, reward models against the registry."""
+    if algorithm == "reward_model":
+        if rewards:
+            raise Invalid("Reward sources do not apply to reward-model runs; leave 'rewards' "
+                          "out.", fields={"rewards": "not applicable"})
+        return []
+    clean = validate_rewards(rewards, columns=list(dataset.columns))
+    for i, source in enumerate(clean):
+        if source["type"] == "reward_model":
+            model_resolve(user=owner, model_id=source["model"], field=f"rewards[{i}]",
+                          kinds=("reward",))
+    return clean
 
 
 def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id: Any,
@@ -47,14 +70,15 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise Invalid("Give the run a name of 1 to 200 characters.", fields={"name": "required"})
-    if algorithm != "grpo":
-        raise Invalid("algorithm must be 'grpo' (PPO and reward models arrive next).",
+    if algorithm not in DATASET_KINDS:
+        raise Invalid("algorithm must be one of " + ", ".join(DATASET_KINDS) + ".",
                       fields={"algorithm": "unsupported"})
-    dataset = _dataset_for_run(owner, dataset_id)
-    entry = model_resolve(user=owner, model_id=str(base_model or ""))
+    dataset = _dataset_for_run(owner, dataset_id, algorithm)
+    entry = model_resolve(user=owner, model_id=str(base_model or ""),
+                          kinds=BASE_KINDS[algorithm])
     try:
         clean_hp = validate_hyperparameters(algorithm, hyperparameters or {})
-        clean_rewards = validate_rewards(rewards, columns=list(dataset.columns))
+        clean_rewards = _clean_rewards(owner, algorithm, rewards, dataset)
     except ConfigError as exc:
         fields = {(k if k.startswith("rewards") else f"hyperparameters.{k}"): v
                   for k, v in exc.fields.items()}

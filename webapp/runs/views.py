@@ -11,7 +11,15 @@ from django.views.decorators.http import require_POST
 
 from webapp.errors import ServiceError
 from webapp.runs import selectors, services
-from webapp.runs.forms import MAX_REWARD_ROWS, PRESETS, REWARD_TYPES, RunForm, rewards_from_post
+from webapp.runs.forms import (
+    ALGORITHMS,
+    MAX_REWARD_ROWS,
+    PRESETS,
+    REWARD_TYPES,
+    RunForm,
+    rewards_from_post,
+)
+from webapp.runs.registry import model_list
 
 DEFAULT_REWARDS = [{"type": "length", "target": 200, "weight": 1.0}]
 
@@ -24,24 +32,34 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
 
 def _form_context(form: RunForm, rewards: list[dict], errors: dict[str, str] | None = None,
                   detail: str = "") -> dict:
-    return {"form": form, "rewards": rewards, "reward_types": REWARD_TYPES,
-            "max_reward_rows": MAX_REWARD_ROWS, "presets_json": json.dumps(PRESETS),
+    reward_models = [m for m in model_list(user=form.user) if m.kind == "reward"]
+    return {"form": form, "rewards": rewards or DEFAULT_REWARDS, "reward_types": REWARD_TYPES,
+            "algorithm": form.algorithm, "algorithms": ALGORITHMS,
+            "algorithm_label": dict(ALGORITHMS)[form.algorithm],
+            "reward_models": reward_models, "max_reward_rows": MAX_REWARD_ROWS,
+            "presets_json": json.dumps(PRESETS[form.algorithm]),
             "reward_errors": {k: v for k, v in (errors or {}).items()
                               if k.startswith("rewards")}, "detail": detail}
 
 
+def _algorithm(request: HttpRequest) -> str:
+    value = request.POST.get("algorithm") or request.GET.get("algorithm") or "grpo"
+    return value if value in dict(ALGORITHMS) else "grpo"
+
+
 @login_required
 def run_new(request: HttpRequest) -> HttpResponse:
+    algorithm = _algorithm(request)
     if request.method != "POST":
-        form = RunForm(user=request.user, initial=_initial_from(request))
+        form = RunForm(user=request.user, algorithm=algorithm, initial=_initial_from(request))
         return render(request, "runs/new.html", _form_context(form, DEFAULT_REWARDS))
-    form = RunForm(request.POST, user=request.user)
-    rewards = rewards_from_post(request.POST)
+    form = RunForm(request.POST, user=request.user, algorithm=algorithm)
+    rewards = rewards_from_post(request.POST) if algorithm != "reward_model" else []
     if not form.is_valid():
         return render(request, "runs/new.html", _form_context(form, rewards), status=422)
     try:
         run = services.run_create(
-            owner=request.user, name=form.cleaned_data["name"], algorithm="grpo",
+            owner=request.user, name=form.cleaned_data["name"], algorithm=algorithm,
             dataset_id=form.cleaned_data["dataset"].pk,
             base_model=form.cleaned_data["base_model"], rewards=rewards,
             hyperparameters=form.hyperparameters())
