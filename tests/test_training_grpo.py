@@ -105,8 +105,7 @@ def test_train_saves_checkpoints_every_n_steps_and_at_the_end(tmp_path):
         manifest = json.loads((folder / MANIFEST).read_text())
         assert manifest["step"] == step and manifest["algorithm"] == "grpo"
         assert manifest["hyperparameters"]["max_steps"] == 3
-        assert manifest["rewards"] == [{"type": "length", "weight": 1.0, "target": 20,
-                                        "pattern": None, "column": None, "model": None}]
+        assert manifest["rewards"] == [{"type": "length", "weight": 1.0, "target": 20}]
         assert json.loads((folder / STATE_DIR / "state.json").read_text())["step"] == step
         assert files_with_pickle_suffix(folder) == []
     assert not (out / "step-1").exists()

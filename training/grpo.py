@@ -34,12 +34,12 @@ from training.checkpoints import (
     save_model_dir,
     save_training_state,
 )
-from training.config import GRPOConfig, reward_source_names
+from training.config import GRPOConfig, RolloutConfig, reward_source_names
 from training.data import PromptSampler, read_rows
 from training.losses import grpo_loss, masked_mean, token_weights
 from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_causal_lm, load_tokenizer
-from training.rewards import score
+from training.rewards import RewardScorer, score
 from training.rollout import Rollout, completion_logprobs, generate, prompt_text, render_prompt
 from training.runtime import (
     peak_memory_mb,
@@ -74,6 +74,7 @@ class _State:
     rows: list[dict[str, Any]]
     source_names: list[str]
     device: torch.device
+    scorers: dict[str, RewardScorer] = field(default_factory=dict)
     elapsed_s: float = 0.0
     tokens_total: int = 0
 
@@ -125,8 +126,9 @@ def _setup(config: GRPOConfig, resume_from: str | None) -> tuple[_State, int]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     sampler = PromptSampler(len(rows), config.seed)
-    state = _State(policy, reference, tokenizer, optimizer, scheduler, sampler, rows,
-                   reward_source_names([r.__dict__ for r in config.rewards]), device)
+    names = reward_source_names([r.__dict__ for r in config.rewards])
+    state = _State(policy, reference, tokenizer, optimizer, scheduler, sampler, rows, names,
+                   device, load_scorers(config, names, device))
     if saved is None:
         return state, 0
     restore_optimizer(optimizer, saved)
@@ -135,6 +137,16 @@ def _setup(config: GRPOConfig, resume_from: str | None) -> tuple[_State, int]:
     set_rng_state(saved["rng"])
     state.elapsed_s, state.tokens_total = saved["elapsed_s"], saved["tokens_total"]
     return state, int(saved["step"])
+
+
+def load_scorers(config: RolloutConfig, names: Sequence[str], device: torch.device
+                 ) -> dict[str, RewardScorer]:
+    """The run's reward models, loaded once, by reward-source name."""
+    from training.reward_model import RewardModelScorer
+
+    return {name: RewardModelScorer(str(spec.path), device=device)
+            for spec, name in zip(config.rewards, names, strict=True)
+            if spec.type == "reward_model"}
 
 
 def _load_models(config: GRPOConfig, device: torch.device, dtype: torch.dtype,
@@ -199,7 +211,7 @@ def grpo_step(config: GRPOConfig, state: _State, should_stop: Callable[[], bool]
     group_rows = [r for r in picked for _ in range(config.group_size)]
     prompts = [prompt_text(r["prompt"]) for r in group_rows]
     rewards, per_source = score(config.rewards, state.source_names, prompts,
-                                rollout.completions, group_rows)
+                                rollout.completions, group_rows, state.scorers)
     advantages, metrics = group_advantages(rewards, config.group_size, config.scale_rewards)
     advantages = advantages.to(state.device)
     # --- reference and old log-probs (no gradient) ---
@@ -309,7 +321,8 @@ def _checkpoint(config: GRPOConfig, state: _State, step: int, sink: MetricsSink)
     dest = Path(config.output_dir) / f"step-{step}"
     manifest = {"algorithm": "grpo", "step": step, "base_model_path": config.model_path,
                 "hyperparameters": config.hyperparameters(),
-                "rewards": [r.__dict__ for r in config.rewards]}
+                "rewards": [{k: v for k, v in r.__dict__.items() if v is not None}
+                            for r in config.rewards]}
     save_model_dir(state.policy, state.tokenizer, dest, manifest)
     adapter = None
     if config.lora_rank:

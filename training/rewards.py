@@ -66,7 +66,11 @@ def score(specs: Sequence[RewardSpec], names: Sequence[str], prompts: Sequence[s
             values = exact_match_reward(prompts, completions,
                                         answers=[r.get(column) for r in rows])
         elif spec.type == "reward_model" and scorers and name in scorers:
-            values = scorers[name](prompts, completions)
+            # the rows' own prompts: chat messages reach the reward model's chat template as
+            # messages, exactly as it saw them when it was fitted
+            values = scorers[name]([r.get("prompt", p) for r, p in zip(rows, prompts,
+                                                                        strict=True)],
+                                   completions)
         else:
             raise ValueError(f"reward source {name!r} ({spec.type}) has no scorer loaded")
         per_source[name] = torch.tensor(values, dtype=torch.float32)

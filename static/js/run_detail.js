@@ -44,6 +44,7 @@
     container.insertBefore(div, after ? after.div : null);
     chart.div = div;
   }
+  const ENDED = ["succeeded", "failed", "cancelled"];
   let lastStep = 0;
   const stepSeconds = [];
 
@@ -104,6 +105,17 @@
     if (eta) eta.textContent = recent.length ? formatEta(mean * (maxSteps - step)) : "";
   }
 
+  let peakMem = 0;
+  function showSummary(m) {
+    const set = (id, text) => { const el = document.getElementById(id); if (el) el.textContent = text; };
+    if ("perf/peak_mem_mb" in m) {
+      peakMem = Math.max(peakMem, m["perf/peak_mem_mb"]);
+      set("run-peak-mem", Math.round(peakMem) + " MB");
+    }
+    if ("perf/tokens_per_s" in m) set("run-throughput", m["perf/tokens_per_s"].toFixed(1) + " tokens/s");
+    if ("perf/elapsed_s" in m) set("run-elapsed", Math.round(m["perf/elapsed_s"]) + " s");
+  }
+
   function onStep(event) {
     const data = JSON.parse(event.data);
     if (data.step <= lastStep) return; // already drawn from the history
@@ -111,6 +123,7 @@
     const series = {};
     for (const [key, value] of Object.entries(data.metrics)) series[key] = { x: [data.step], y: [value] };
     if ("perf/step_s" in data.metrics) stepSeconds.push(data.metrics["perf/step_s"]);
+    showSummary(data.metrics);
     append(series);
     setProgress(data.step);
     page.dataset.step = String(data.step);
@@ -138,6 +151,16 @@
     });
   }
 
+  // A slow answer to "cancel" can land after the run has ended and put back a stale status
+  // card; once the end is known, any card that still shows a live status is fetched again.
+  document.body.addEventListener("htmx:afterSettle", () => {
+    const badge = document.getElementById("run-status");
+    const ended = ENDED.includes(page.dataset.status);
+    if (ended && badge && !ENDED.includes(badge.textContent.trim())) {
+      refresh(page.dataset.statusUrl, "#status-card");
+    }
+  });
+
   async function start() {
     const response = await fetch(page.dataset.metricsUrl + "?after=0", { credentials: "same-origin" });
     if (response.ok) {
@@ -147,8 +170,7 @@
       if (body.series["perf/step_s"]) stepSeconds.push(...body.series["perf/step_s"].y);
       setProgress(Math.max(lastStep, Number(page.dataset.step)));
     }
-    const ended = ["succeeded", "failed", "cancelled"].includes(page.dataset.status);
-    if (!ended) listen();
+    if (!ENDED.includes(page.dataset.status)) listen();
   }
 
   document.addEventListener("DOMContentLoaded", start);

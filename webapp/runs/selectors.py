@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.http import Http404
 
 from webapp.runs.models import Checkpoint, Metric, Run, Sample
@@ -66,3 +66,14 @@ def checkpoint_get_for_user(*, user: AbstractBaseUser | AnonymousUser,
                                                             run__owner_id=user.pk)
     except (Checkpoint.DoesNotExist, ValueError, TypeError):
         raise Http404("No such checkpoint.") from None
+
+
+def run_summary(*, run: Run) -> dict[str, float | None]:
+    """Headline figures for the run page: peak memory, last throughput, time spent."""
+    metrics = Metric.objects.filter(run=run)
+    peak = metrics.filter(key="perf/peak_mem_mb").aggregate(v=Max("value"))["v"]
+    last = {key: value for key, value in metrics.filter(
+        key__in=("perf/tokens_per_s", "perf/elapsed_s"), step=run.step).values_list(
+        "key", "value")}
+    return {"peak_mem_mb": peak, "tokens_per_s": last.get("perf/tokens_per_s"),
+            "elapsed_s": last.get("perf/elapsed_s")}

@@ -85,6 +85,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     step, samples = selectors.run_samples(run=run)
     return render(request, "runs/detail.html", {
         "run": run, "samples": samples, "sample_step": step,
+        "summary": selectors.run_summary(run=run),
         "sample_steps": selectors.run_sample_steps(run=run),
         "checkpoints": selectors.checkpoint_list(run=run),
         "config_json": json.dumps({"rewards": run.rewards,
@@ -118,11 +119,13 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     except ServiceError as exc:
         messages.error(request, exc.detail)
     if request.htmx:
-        return render(request, "runs/detail.html#status", {"run": run})
+        return render(request, "runs/detail.html#status", {
+            "run": run, "summary": selectors.run_summary(run=run)})
     return redirect("runs:detail", run_id=run.pk)
 
 
 @login_required
 def run_status_fragment(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
-    return render(request, "runs/detail.html#status", {"run": run})
+    return render(request, "runs/detail.html#status", {
+        "run": run, "summary": selectors.run_summary(run=run)})

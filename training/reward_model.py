@@ -1,0 +1,341 @@
+"""Reward model: a sequence classifier with one scalar output, fitted on preference pairs with
+the Bradley-Terry loss (Stiennon et al. 2020, Ouyang et al. 2022), plain PyTorch.
+
+Where this departs from the papers, and why:
+- The loss subtracts an optional per-pair ``margin`` inside the sigmoid (Llama 2): a pair
+  preferred strongly must be separated by more. Rows without one use 0.
+- A step is one batch of ``batch_size`` pairs; chosen and rejected go through one forward pass
+  (2 x batch_size sequences). InstructGPT puts all K(K-1)/2 pairs of a prompt in one batch;
+  here pairs are drawn independently, without replacement within an epoch.
+- The base may be a causal LM (its new ``score`` head reads the last token that is not padding)
+  or an encoder such as MiniLM (its ``classifier`` reads the pooled first token); both come from
+  ``AutoModelForSequenceClassification`` with ``num_labels=1``. Sequences are padded on the
+  right (absolute-position encoders need that) and cut from the left, so the response survives.
+- The held-out pairs are a seeded split of the dataset (``eval_fraction``), measured every
+  ``eval_every`` steps and at the last one: pairwise accuracy, mean margin, loss.
+- The learning rate is constant after an optional linear warm-up; no reward normalisation or
+  centring is applied to the head's output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+
+from training.checkpoints import (
+    load_training_state,
+    restore_optimizer,
+    save_model_dir,
+    save_training_state,
+)
+from training.config import RewardModelConfig
+from training.data import PromptSampler
+from training.grpo import TrainResult
+from training.metrics import MetricsSink, NullSink, SampleRecord
+from training.modelhub import load_tokenizer
+from training.reward_data import PreferencePair, format_pair, read_pairs, split_pairs
+from training.rollout import Prompt, prompt_text
+from training.runtime import (
+    peak_memory_mb,
+    resolve_device,
+    resolve_dtype,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+
+__all__ = ["RewardModelScorer", "TrainResult", "bradley_terry_loss", "format_pair",
+           "load_reward_model", "load_reward_tokenizer", "load_value_backbone", "score_pairs",
+           "train"]
+
+EVAL_SAMPLES = 8  # held-out pairs shown in the samples table at each evaluation
+
+
+# --- loss ---
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
+                       margin: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
+    """``mean(-log sigmoid(r_chosen - r_rejected - margin))`` over the batch, all (B,).
+
+    Metrics: ``loss``, ``accuracy`` (share with r_chosen > r_rejected, ties count as wrong),
+    ``margin`` (mean r_chosen - r_rejected), ``chosen_mean``, ``rejected_mean``."""
+    diff = chosen.float() - rejected.float()  # (B,)
+    target = diff if margin is None else diff - margin.to(diff)
+    loss = -F.logsigmoid(target).mean()
+    metrics = {"loss": loss.item(), "accuracy": (diff > 0).float().mean().item(),
+               "margin": diff.mean().item(), "chosen_mean": chosen.float().mean().item(),
+               "rejected_mean": rejected.float().mean().item()}
+    return loss, metrics
+
+
+# --- loading and scoring ---
+
+def load_reward_tokenizer(path: str | Path) -> Any:
+    """Right padding (encoders read the first token at position 0; a causal LM's head finds its
+    last token either way) and left truncation (the response survives)."""
+    tokenizer = load_tokenizer(path)
+    tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "left"
+    return tokenizer
+
+
+def load_reward_model(path: str | Path, tokenizer: Any, *, dtype: torch.dtype,
+                      device: torch.device) -> PreTrainedModel:
+    """A one-output sequence classifier from a causal-LM, encoder or reward-model directory;
+    a head the directory lacks is newly initialised (from the torch seed)."""
+    model: Any = AutoModelForSequenceClassification.from_pretrained(
+        str(path), num_labels=1, dtype=dtype, local_files_only=True, use_safetensors=True,
+        trust_remote_code=False)
+    if model.config.pad_token_id is None:  # a causal LM's head looks for the last non-pad
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device)
+
+
+def load_value_backbone(path: str | Path, *, dtype: torch.dtype, device: torch.device
+                        ) -> PreTrainedModel:
+    """The base transformer (``AutoModel``, no head) of a reward-model or causal-LM directory,
+    e.g. to start PPO's critic from a fitted reward model."""
+    model: Any = AutoModel.from_pretrained(str(path), dtype=dtype, local_files_only=True,
+                                           use_safetensors=True, trust_remote_code=False)
+    return model.to(device)
+
+
+def _usable_length(model: Any, max_length: int) -> int:
+    """``max_length`` capped by the model's position table (512 for MiniLM)."""
+    limit = getattr(model.config, "max_position_embeddings", None) or max_length
+    return max(2, min(max_length, int(limit)))
+
+
+def rewards_of(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
+               ) -> torch.Tensor:
+    """The model's scalar output for each text, (N,) float32, with gradient if enabled."""
+    device = next(model.parameters()).device
+    enc = tokenizer(list(texts), padding=True, truncation=True,
+                    max_length=_usable_length(model, max_length),
+                    return_tensors="pt").to(device)  # (N, T)
+    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    return logits[:, 0].float()  # (N,)
+
+
+@torch.no_grad()
+def score_pairs(model: Any, tokenizer: Any, prompts: Sequence[Prompt],
+                responses: Sequence[str], max_length: int, batch_size: int) -> torch.Tensor:
+    """Rewards of (prompt, response) pairs as the model reads them in training, (N,) on the
+    CPU. Texts are batched by length to pad little; the order of the result is the input's."""
+    texts = [format_pair(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.zeros(len(texts))
+    for start in range(0, len(order), max(1, batch_size)):
+        idx = order[start:start + max(1, batch_size)]
+        out[idx] = rewards_of(model, tokenizer, [texts[i] for i in idx], max_length).cpu()
+    return out
+
+
+class RewardModelScorer:
+    """A fitted reward model as a reward source (:class:`training.rewards.RewardScorer`):
+    ``device`` is a torch device or its name (``auto`` picks CUDA when present)."""
+
+    def __init__(self, path: str | Path, *, device: torch.device | str,
+                 dtype: torch.dtype = torch.float32, max_length: int = 1024,
+                 batch_size: int = 16):
+        self.tokenizer = load_reward_tokenizer(path)
+        self.model = load_reward_model(path, self.tokenizer, dtype=dtype,
+                                       device=resolve_device(str(device)))
+        self.model.eval().requires_grad_(False)
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        scores = score_pairs(self.model, self.tokenizer, prompts, completions,
+                             self.max_length, self.batch_size)
+        return [float(s) for s in scores]
+
+
+# --- training ---
+
+@dataclass
+class _State:
+    """What a step needs besides the config; saved with checkpoints for resume."""
+
+    model: Any
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: PromptSampler
+    train_pairs: list[PreferencePair]
+    eval_pairs: list[PreferencePair]
+    device: torch.device
+    elapsed_s: float = 0.0
+    pairs_total: int = 0
+
+
+def train(config: RewardModelConfig, *, sink: MetricsSink | None = None,
+          should_stop: Callable[[], bool] = lambda: False,
+          resume_from: str | None = None) -> tuple[TrainResult, dict[str, float]]:
+    """Fit a reward model on ``config.dataset_path``; returns the result and the last step's
+    metrics (with the held-out ``eval/*`` ones when the last step was measured)."""
+    sink = sink or NullSink()
+    state, start = _setup(config, resume_from)
+    result = TrainResult(steps=start, stop_reason="max_steps")
+    metrics: dict[str, float] = {}
+    saved_at = start
+    for step in range(start + 1, config.max_steps + 1):
+        if should_stop():
+            result.stop_reason = "cancelled"
+            break
+        metrics = reward_model_step(config, state)
+        if state.eval_pairs and (step % config.eval_every == 0 or step == config.max_steps):
+            started = time.perf_counter()
+            eval_metrics, samples = evaluate(config, state)
+            state.elapsed_s += time.perf_counter() - started
+            metrics |= eval_metrics | {"perf/elapsed_s": state.elapsed_s}
+            sink.log_samples(step, samples)
+        result.steps = step
+        sink.log_metrics(step, metrics)
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and \
+                step < config.max_steps:
+            result.checkpoints.append(_checkpoint(config, state, step, sink))
+            saved_at = step
+    if result.steps > saved_at:
+        result.checkpoints.append(_checkpoint(config, state, result.steps, sink))
+    return result, metrics
+
+
+def _setup(config: RewardModelConfig, resume_from: str | None) -> tuple[_State, int]:
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.precision, device)
+    seed_everything(config.seed)
+    train_pairs, eval_pairs = split_pairs(read_pairs(config.dataset_path),
+                                          config.eval_fraction, config.seed)
+    tokenizer = load_reward_tokenizer(config.model_path)
+    saved = load_training_state(Path(resume_from)) if resume_from else None
+    model = _load_trainable(config, tokenizer, device, dtype, resume_from, saved)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    warmup = config.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    sampler = PromptSampler(len(train_pairs), config.seed)
+    state = _State(model, tokenizer, optimizer, scheduler, sampler, train_pairs, eval_pairs,
+                   device)
+    if saved is None:
+        return state, 0
+    restore_optimizer(optimizer, saved)
+    scheduler.last_epoch = saved["step"]
+    sampler.load_state(saved["sampler"])
+    set_rng_state(saved["rng"])
+    state.elapsed_s, state.pairs_total = saved["elapsed_s"], saved["pairs_total"]
+    return state, int(saved["step"])
+
+
+def _load_trainable(config: RewardModelConfig, tokenizer: Any, device: torch.device,
+                    dtype: torch.dtype, resume_from: str | None,
+                    saved: dict[str, Any] | None) -> Any:
+    """The model to fit: every weight, or LoRA adapters plus the whole (new) head."""
+    if not config.lora_rank:
+        return load_reward_model(resume_from or config.model_path, tokenizer, dtype=dtype,
+                                 device=device)
+    from peft import LoraConfig, TaskType, get_peft_model, set_peft_model_state_dict
+
+    base = load_reward_model(config.model_path, tokenizer, dtype=dtype, device=device)
+    head = [name for name in ("score", "classifier") if hasattr(base, name)]
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_rank,
+                      lora_alpha=2 * config.lora_rank, target_modules="all-linear",
+                      lora_dropout=0.0, modules_to_save=head)
+    model = get_peft_model(base, lora)
+    if saved is not None and saved["adapter"] is not None:
+        set_peft_model_state_dict(model, saved["adapter"])
+    return model
+
+
+def reward_model_step(config: RewardModelConfig, state: _State) -> dict[str, float]:
+    """One optimiser update on a batch of ``batch_size`` training pairs."""
+    started = time.perf_counter()
+    # --- batch ---
+    batch = [state.train_pairs[i] for i in state.sampler.next(config.batch_size)]
+    chosen = [format_pair(state.tokenizer, p.prompt, p.chosen) for p in batch]
+    rejected = [format_pair(state.tokenizer, p.prompt, p.rejected) for p in batch]
+    margin = torch.tensor([p.margin for p in batch], device=state.device)  # (B,)
+    # --- update ---
+    rewards = rewards_of(state.model, state.tokenizer, chosen + rejected,
+                         config.max_length)  # (2B,) chosen first
+    loss, m = bradley_terry_loss(rewards[:len(batch)], rewards[len(batch):], margin)
+    loss.backward()
+    params = [p for p in state.model.parameters() if p.requires_grad]
+    lr = state.optimizer.param_groups[0]["lr"]
+    # max_grad_norm 0 means no clipping; the norm is still measured and logged
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    # --- log ---
+    step_s = time.perf_counter() - started
+    state.elapsed_s += step_s
+    state.pairs_total += len(batch)
+    return {
+        "loss/train": m["loss"],
+        "reward/chosen_mean": m["chosen_mean"],
+        "reward/rejected_mean": m["rejected_mean"],
+        "reward/margin_mean": m["margin"],
+        "train/accuracy": m["accuracy"],
+        "optim/lr": lr,
+        "optim/grad_norm": float(grad_norm),
+        "perf/step_s": step_s,
+        "perf/pairs_per_s": len(batch) / step_s if step_s > 0 else 0.0,
+        "perf/peak_mem_mb": peak_memory_mb(state.device),
+        "perf/elapsed_s": state.elapsed_s,
+        "perf/pairs_total": float(state.pairs_total),
+    }
+
+
+def evaluate(config: RewardModelConfig, state: _State
+             ) -> tuple[dict[str, float], list[SampleRecord]]:
+    """Accuracy, mean margin and loss on the held-out pairs, and the first few of them."""
+    pairs = state.eval_pairs
+    state.model.eval()
+    try:
+        batch = max(1, 2 * config.batch_size)
+        prompts = [p.prompt for p in pairs]
+        chosen = score_pairs(state.model, state.tokenizer, prompts, [p.chosen for p in pairs],
+                             config.max_length, batch)
+        rejected = score_pairs(state.model, state.tokenizer, prompts,
+                               [p.rejected for p in pairs], config.max_length, batch)
+    finally:
+        state.model.train()
+    margin = torch.tensor([p.margin for p in pairs])
+    _, m = bradley_terry_loss(chosen, rejected, margin)
+    metrics = {"eval/accuracy": m["accuracy"], "eval/margin": m["margin"],
+               "eval/loss": m["loss"]}
+    samples = [SampleRecord(index=i, prompt=prompt_text(p.prompt), completion=p.chosen,
+                            rewards={"chosen": float(chosen[i]), "rejected": float(rejected[i])},
+                            reward=float(chosen[i] - rejected[i]), advantage=0.0)
+               for i, p in enumerate(pairs[:EVAL_SAMPLES])]
+    return metrics, samples
+
+
+def _checkpoint(config: RewardModelConfig, state: _State, step: int, sink: MetricsSink) -> str:
+    dest = Path(config.output_dir) / f"step-{step}"
+    manifest = {"algorithm": "reward_model", "step": step,
+                "base_model_path": config.model_path,
+                "hyperparameters": config.hyperparameters(),
+                "pairs": {"train": len(state.train_pairs), "eval": len(state.eval_pairs)}}
+    save_model_dir(state.model, state.tokenizer, dest, manifest)
+    adapter = None
+    if config.lora_rank:
+        from peft import get_peft_model_state_dict
+
+        adapter = get_peft_model_state_dict(state.model)
+    save_training_state(dest, optimizer=state.optimizer, rng=rng_state(), adapter=adapter,
+                        state={"step": step, "sampler": state.sampler.state(),
+                               "elapsed_s": state.elapsed_s,
+                               "pairs_total": state.pairs_total})
+    sink.log_checkpoint(step, str(dest))
+    return str(dest)
