@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.datasets",
     "webapp.runs",
+    "webapp.labeling",
 ]
 
 MIDDLEWARE = [
@@ -179,7 +180,8 @@ CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("RLHF_DEFAULT_QUEUE", "default")
 TRAINING_QUEUE = env_str("RLHF_TRAINING_QUEUE", "training")
-CELERY_TASK_ROUTES = {"workers.tasks.train_run_task": {"queue": TRAINING_QUEUE}}
+CELERY_TASK_ROUTES = {"workers.tasks.train_run_task": {"queue": TRAINING_QUEUE},
+                      "workers.tasks.generate_batch_task": {"queue": TRAINING_QUEUE}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Live metric streams: one Redis Stream per run, trimmed and expired after the run ends.
 EVENTS_STREAM_PREFIX = env_str("RLHF_EVENTS_PREFIX", "rlhf:run-events:")

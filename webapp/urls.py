@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/", include("webapp.accounts.urls")),
     path("datasets/", include("webapp.datasets.urls")),
     path("runs/", include("webapp.runs.urls")),
+    path("labeling/", include("webapp.labeling.urls")),
     # Server-sent events stream for hours, so they bypass the API router (plain Django view).
     path("api/runs/<int:run_id>/events", sse.run_events, name="run-events"),
     path("api/", api.urls),

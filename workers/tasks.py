@@ -10,3 +10,10 @@ def train_run_task(run_id: int) -> None:
     from workers.training_job import run_training
 
     run_training(run_id)
+
+
+@shared_task(name="workers.tasks.generate_batch_task", ignore_result=True)
+def generate_batch_task(batch_id: int) -> None:
+    from workers.labeling_job import run_generation
+
+    run_generation(batch_id)

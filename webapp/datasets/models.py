@@ -27,6 +27,9 @@ class Dataset(models.Model):
     original_filename = models.CharField(max_length=300, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The labeling batch whose rankings made this dataset, when one did.
+    source_batch = models.ForeignKey("labeling.Batch", null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="datasets")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -51,9 +51,11 @@ def dataset_create(*, owner: AbstractBaseUser, name: str, kind: str,
 
 
 def dataset_create_from_rows(*, owner: AbstractBaseUser, name: str, kind: str,
-                             rows: Sequence[dict[str, Any]]) -> Dataset:
+                             rows: Sequence[dict[str, Any]],
+                             source_batch: Any = None) -> Dataset:
     """Store rows made on the server (a labeling batch's pairs, say) the way an upload is
-    stored: same validation, same file format. ``size_bytes`` is the stored file's size."""
+    stored: same validation, same file format. ``size_bytes`` is the stored file's size;
+    ``source_batch`` records the labeling batch the rows came from."""
     name = _clean_fields(name=name, kind=kind, upload=None, needs_file=False)
     if not rows:
         raise Invalid("There are no rows to store.", fields={"rows": "empty"})
@@ -66,7 +68,7 @@ def dataset_create_from_rows(*, owner: AbstractBaseUser, name: str, kind: str,
                              directory=directory)
     size = (directory / stored.file).stat().st_size
     return _save(owner=owner, name=name, kind=kind, columns=columns, stored=stored,
-                 original_filename="", size_bytes=size)
+                 original_filename="", size_bytes=size, source_batch=source_batch)
 
 
 def name_from_filename(filename: str) -> str:
@@ -131,14 +133,15 @@ def _write_rows(rows: Iterable[dict[str, Any]], *, work_dir: Path, directory: Pa
 
 
 def _save(*, owner: AbstractBaseUser, name: str, kind: str, columns: list[str], stored: _Stored,
-          original_filename: str, size_bytes: int) -> Dataset:
+          original_filename: str, size_bytes: int, source_batch: Any = None) -> Dataset:
     """Create the row for a file already in place; without the row the file is removed."""
     path = Path(settings.DATASETS_DIR) / stored.file
     try:
         return Dataset.objects.create(
             owner=owner, name=name, kind=kind, rows=stored.rows, columns=columns,
             preview=stored.preview, file=stored.file,
-            original_filename=original_filename[:300], size_bytes=size_bytes)
+            original_filename=original_filename[:300], size_bytes=size_bytes,
+            source_batch=source_batch)
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -1,0 +1,131 @@
+"""In headless Chromium: a person ranks with the keyboard alone (pick, move, tie, submit),
+skips, undoes, and drags; the stored rankings are what they did. The batch rows are made
+directly in the database, so no worker is needed."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.test_labeling_api import make_batch, response_ids
+from webapp.labeling.models import Ranking
+
+# Playwright's sync API runs an event loop in this thread; Django would then refuse the ORM
+# calls the test makes between page actions. The loop is Playwright's, not the app's.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Set LABELING_SCREENSHOTS=/some/dir to keep pictures of the pages for a look.
+SHOTS = os.environ.get("LABELING_SCREENSHOTS")
+
+
+@pytest.fixture
+def page():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        tab = context.new_page()
+        tab.set_default_timeout(20_000)
+        yield tab
+        browser.close()
+
+
+def sign_in(page, base, username="alice", password="alice-pass-123"):
+    page.goto(base + "/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def shot(page, name):
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+TEXTS = ["The cat sat on the mat and purred quietly in the afternoon sun.",
+         "A cat. Mat. Sun.",
+         "The cat, having found the warm mat, settled down for a long and well-earned nap."]
+
+
+def order_on_screen(page):
+    return page.eval_on_selector_all(".rank-card", "cs => cs.map(c => Number(c.dataset.key))")
+
+
+def test_a_person_ranks_with_the_keyboard_alone(page, live_server, user, transactional_db):
+    batch = make_batch(user, k=3, items=1, texts=TEXTS)
+    item = batch.items.get()
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/labeling/{batch.pk}/rank/")
+    page.wait_for_selector(".rank-card")
+    assert "0 of 1" in page.inner_text("#rank-progress-text")
+    assert page.locator("#key-help kbd").count() >= 6  # the keys are shown
+
+    page.keyboard.press("3")  # pick response 3 ...
+    assert page.get_attribute('.rank-card[data-key="3"]', "aria-current") == "true"
+    page.keyboard.press("ArrowUp")  # ... move it above 2
+    page.keyboard.press("ArrowUp")  # ... and above 1: order 3, 1, 2
+    assert order_on_screen(page) == [3, 1, 2]
+    page.keyboard.press("2")
+    page.keyboard.press("t")  # 2 is tied with the one above it (1)
+    label = page.get_attribute('.rank-card[data-key="2"]', "aria-label")
+    assert "rank 2" in label and "tied" in label
+    shot(page, "rank-page")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#all-done")
+    assert "All done" in page.inner_text("#all-done")
+    # responses 1 and 2 share rank 2, response 3 is best
+    assert Ranking.objects.get(item=item, annotator=user).ranks == [2, 2, 1]
+
+
+def test_skip_undo_and_drag(page, live_server, user, transactional_db):
+    batch = make_batch(user, k=3, items=2, texts=TEXTS)
+    first, second = batch.items.order_by("index")
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/labeling/{batch.pk}/rank/")
+    page.wait_for_selector(f'#rank-page[data-item-id="{first.pk}"]')
+    page.keyboard.press("s")  # skip the first item
+    page.wait_for_selector(f'#rank-page[data-item-id="{second.pk}"]')
+    page.keyboard.press("Enter")  # rank the second as shown: 1, 2, 3
+    page.wait_for_selector(f'#rank-page[data-item-id="{first.pk}"]')  # the skipped comes back
+    assert Ranking.objects.get(item=second).ranks == [1, 2, 3]
+    page.keyboard.press("u")  # undo: the second item comes back
+    page.wait_for_selector(f'#rank-page[data-item-id="{second.pk}"]')
+    assert not Ranking.objects.exists()
+
+    # drag response 3 onto the left half of response 1: order 3, 1, 2
+    page.drag_and_drop('.rank-card[data-key="3"]', '.rank-card[data-key="1"]',
+                       target_position={"x": 10, "y": 30})
+    assert order_on_screen(page) == [3, 1, 2]
+    page.click("#submit-ranking")
+    page.wait_for_selector(f'#rank-page[data-item-id="{first.pk}"]')
+    assert Ranking.objects.get(item=second).ranks == [2, 3, 1]
+    assert response_ids(second.pk)  # the item kept its responses
+
+
+def test_the_batch_page_reads_well(page, live_server, user, other_user, transactional_db):
+    batch = make_batch(user, k=3, items=3, texts=TEXTS, shared=True, name="cat summaries")
+    from webapp.labeling import services
+
+    for i, it in enumerate(batch.items.order_by("index")):
+        ids = response_ids(it.pk)
+        services.ranking_record(item=it, annotator=user, ranking=[[x] for x in ids])
+        if i < 2:
+            services.ranking_record(item=it, annotator=other_user,
+                                    ranking=[[ids[1]], [ids[0], ids[2]]])
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/labeling/{batch.pk}/")
+    page.wait_for_selector("#agreement-table")
+    assert page.locator("#agreement-table tbody tr").count() == 2
+    assert page.inner_text("#batch-status") == "ready"
+    shot(page, "batch-page")
+    page.goto(f"{live_server.url}/labeling/")
+    assert page.locator("#batch-table tbody tr").count() == 1
+    shot(page, "list-page")
