@@ -48,8 +48,8 @@ def points(page):
     return page.evaluate(POINTS)
 
 
-def test_a_run_launched_from_the_form_draws_its_charts_live_and_cancels(page, live_server, worker, api,
-                                                             user):
+def test_a_run_launched_from_the_form_draws_its_charts_live_and_cancels(
+        page, live_server, worker, api, user):
     dataset = upload_prompts(api, PROMPTS, name="cats")
     sign_in(page, live_server.url, "alice", "alice-pass-123")
 

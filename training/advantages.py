@@ -31,3 +31,42 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     zero_std = torch.isclose(std, torch.zeros_like(std)).float()
     return advantages, {"reward/frac_zero_std": zero_std.mean().item(),
                         "reward/group_std_mean": std.mean().item()}
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, action_mask: torch.Tensor, gamma: float,
+        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised Advantage Estimation (Schulman et al. 2016) over completion tokens.
+
+    ``rewards``, ``values`` and ``action_mask`` are (B, T); token t of a row is the action taken
+    in state t, ``values[:, t]`` is V(state t). Per token
+    ``delta_t = r_t + gamma * V_{t+1} - V_t`` and ``A_t = delta_t + gamma * lam * A_{t+1}``.
+    Rows may end early: values and rewards outside ``action_mask`` are ignored, and the value
+    after a row's last token is 0 (the episode ends there: no bootstrap). Returns
+    ``(advantages, returns)``, both (B, T), 0 outside the mask, ``returns = advantages + values``.
+    """
+    mask = action_mask.to(values.dtype)
+    values = values * mask
+    rewards = rewards * mask
+    advantages = torch.zeros_like(values)  # (B, T)
+    running = torch.zeros_like(values[:, 0])  # (B,) A_{t+1}
+    next_values = torch.zeros_like(values[:, 0])  # (B,) V_{t+1}, 0 after the last token
+    for t in reversed(range(values.shape[1])):
+        delta = rewards[:, t] + gamma * next_values - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+        next_values = values[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Scale ``values`` to unit variance over the entries where ``mask`` is 1, and centre them
+    on 0 (or keep their mean with ``shift_mean=False``). The variance is unbiased (Bessel), as
+    TRL's ``masked_whiten``; entries outside the mask come back as 0."""
+    mask = mask.to(values.dtype)
+    count = mask.sum()
+    mean = (values * mask).sum() / count.clamp(min=1.0)
+    var = (((values - mean) * mask) ** 2).sum() / (count - 1).clamp(min=1.0)
+    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask

@@ -85,3 +85,69 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
     metrics.update(clip_fractions(ratio.detach(), adv.expand_as(ratio), action_mask,
                                   eps_low, eps_high))
     return loss, metrics
+
+
+# --- PPO (policy and critic) ---
+# PPO's losses are the mean over the masked tokens of the batch they are given (OpenRLHF's
+# ``masked_mean``); the trainer weights each micro-batch by its share of the minibatch's tokens,
+# so micro-batches change memory, never the update.
+
+
+def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
+                    advantages: torch.Tensor, action_mask: torch.Tensor, cliprange: float
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate ``-min(r * A, clip(r, 1 - eps, 1 + eps) * A)``, token mean.
+
+    All inputs (B, T); ``advantages`` are per token (GAE). Metrics: ``loss/policy``;
+    ``clip/policy_frac``, the share of tokens where the clipped term was chosen (TRL's
+    ``clipfrac``); ``kl/approx``, the k3 estimate ``(r - 1) - log r`` of KL(old || new) (cleanrl's
+    ``approx_kl``, never negative); and ``clip/low``, ``clip/high``, ``clip/region`` as GRPO's.
+    """
+    log_ratio = logprobs - old_logprobs  # (B, T)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange)
+    mask = action_mask.float()
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    with torch.no_grad():
+        metrics = {
+            "loss/policy": loss.item(),
+            "clip/policy_frac": masked_mean((clipped > unclipped).float(), mask).item(),
+            "kl/approx": masked_mean((ratio - 1) - log_ratio, mask).item(),
+        }
+        metrics.update(clip_fractions(ratio, advantages, action_mask, cliprange, cliprange))
+    return loss, metrics
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+               action_mask: torch.Tensor, cliprange_value: float
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped value loss ``0.5 * max((v - R)^2, (clip(v, v_old +- c) - R)^2)``, token mean.
+
+    All inputs (B, T). Metrics: ``loss/value`` and ``value/clip_frac``, the share of tokens
+    where the clipped term was the larger one (and so chosen)."""
+    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value,
+                                              cliprange_value)
+    unclipped_loss = (values - returns) ** 2  # (B, T)
+    clipped_loss = (clipped_values - returns) ** 2
+    mask = action_mask.float()
+    loss = 0.5 * masked_mean(torch.max(unclipped_loss, clipped_loss), mask)
+    clip_frac = masked_mean((clipped_loss > unclipped_loss).float(), mask)
+    return loss, {"loss/value": loss.item(), "value/clip_frac": clip_frac.item()}
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
+                       ) -> float:
+    """``1 - Var(R - V) / Var(R)`` over the masked tokens: 1 is a perfect critic, 0 one no
+    better than a constant, below 0 worse. 0 when the returns do not vary at all (cleanrl
+    answers NaN there; a metric must stay a finite number)."""
+    mask = mask.float()
+
+    def variance(x: torch.Tensor) -> torch.Tensor:
+        mean = masked_mean(x, mask)
+        return masked_mean((x - mean) ** 2, mask)
+
+    var_returns = variance(returns)
+    if var_returns.item() == 0.0:
+        return 0.0
+    return float(1.0 - variance(returns - values) / var_returns)
