@@ -253,3 +253,33 @@ def test_another_users_dataset_is_not_found(api, other_user):
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
     assert api.get("/api/datasets/not-an-id").status_code == 404
+
+
+def _export(api, dataset_id, fmt):
+    response = api.get(f"/api/datasets/{dataset_id}/export?format={fmt}")
+    body = b"".join(response.streaming_content).decode() if response.status_code == 200 else ""
+    return response, [json.loads(line) for line in body.splitlines() if line]
+
+
+def test_a_ranked_list_dataset_exports_its_pairs_with_ties_giving_none(api):
+    upload = SimpleUploadedFile("ranked.jsonl", jsonl(
+        {"prompt": "p", "responses": ["a", "b", "c"], "ranking": [2, 1, 2]},
+        {"prompt": "q", "responses": ["x", "y"], "ranking": [[1], [0]]}))
+    created = api.post("/api/datasets", {"file": upload, "name": "r", "kind": "rankings"})
+    assert created.status_code == 201, created.content
+    response, pairs = _export(api, created.json()["id"], "pairs")
+    assert response.status_code == 200
+    # b beats a and c (a and c tie: no pair); y beats x
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
+        ("p", "b", "a"), ("p", "b", "c"), ("q", "y", "x")]
+    _, rows = _export(api, created.json()["id"], "rows")
+    assert len(rows) == 2 and rows[1]["ranking"] == [2, 1]
+
+
+def test_export_refuses_pairs_of_a_prompts_dataset_and_unknown_formats(api, other_api):
+    upload = SimpleUploadedFile("p.jsonl", jsonl({"prompt": "hello"}))
+    dataset_id = api.post("/api/datasets", {"file": upload, "name": "p",
+                                            "kind": "prompts"}).json()["id"]
+    assert _export(api, dataset_id, "pairs")[0].status_code == 422
+    assert _export(api, dataset_id, "csv")[0].status_code == 422
+    assert _export(other_api, dataset_id, "rows")[0].status_code == 404

@@ -1,16 +1,19 @@
 """``/api/datasets``: upload (multipart), list, detail (API.md "Datasets")."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from ninja import File, Form, Query, Router, Schema
 from ninja.files import UploadedFile
 from pydantic import Field
 
+from training.preferences import rows_as_pairs
 from webapp.datasets import selectors, services
 from webapp.datasets.models import Dataset
+from webapp.errors import Invalid
 
 router = Router(tags=["datasets"])
 
@@ -61,3 +64,29 @@ def list_datasets(request: HttpRequest, paging: Query[Paging]) -> list[Dataset]:
 @router.get("/{dataset_id}", response=DatasetOut, summary="One dataset with a preview")
 def get_dataset(request: HttpRequest, dataset_id: str) -> Dataset:
     return selectors.dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+
+
+EXPORT_FORMATS = {"rows": None, "pairs": ("preferences", "rankings"), "rankings": ("rankings",)}
+
+
+@router.get("/{dataset_id}/export", summary="Download the rows, or the preference pairs")
+def export_dataset(request: HttpRequest, dataset_id: str, format: str = "rows"
+                   ) -> StreamingHttpResponse:
+    """JSONL. ``rows``: the stored rows; ``pairs``: chosen/rejected pairs of a preferences or
+    ranked-list dataset (each ranking of K responses gives K(K-1)/2 pairs, ties none);
+    ``rankings``: the ranked lists."""
+    dataset = selectors.dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    if format not in EXPORT_FORMATS:
+        raise Invalid("format must be one of " + ", ".join(EXPORT_FORMATS) + ".",
+                      fields={"format": "unknown format"})
+    kinds = EXPORT_FORMATS[format]
+    if kinds is not None and dataset.kind not in kinds:
+        raise Invalid(f"A {dataset.kind} dataset has no {format} to export.",
+                      fields={"format": f"not available for {dataset.kind}"})
+    rows = selectors.dataset_rows(dataset)
+    if format == "pairs":
+        rows = rows_as_pairs(rows)
+    response = StreamingHttpResponse((json.dumps(r) + "\n" for r in rows),
+                                     content_type="application/x-ndjson")
+    response["Content-Disposition"] = f'attachment; filename="dataset-{dataset.pk}-{format}.jsonl"'
+    return response
