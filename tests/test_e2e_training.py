@@ -124,3 +124,12 @@ def test_a_run_whose_data_vanished_fails_with_the_error_shown(api, worker):
     final = wait_for(lambda: (r := api.get(f"/api/runs/{run['id']}").json())["status"]
                      == "failed" and r, what="the run to fail")
     assert "No such file" in final["error"]
+
+
+def test_an_unknown_last_event_id_replays_the_whole_stream(api, worker):
+    dataset = upload_prompts(api, PROMPTS)
+    run = launch(api, dataset["id"], max_steps=2)
+    read_events(api, run["id"])  # until it ends
+    events = read_events(api, run["id"], HTTP_LAST_EVENT_ID="not-an-id; DROP")
+    assert [d["step"] for _, kind, d, _ in events if kind == "step"] == [1, 2]
+    assert events[-1][1] == "end"

@@ -20,7 +20,7 @@ from tests.training_helpers import (
 from training import losses
 from training.advantages import group_advantages
 from training.checkpoints import MANIFEST, STATE_DIR
-from training.grpo import _setup, train
+from training.grpo import setup_run, train
 from training.metrics import ListSink
 
 
@@ -135,7 +135,7 @@ def test_beta_zero_builds_no_reference_model_and_logs_no_kl(tmp_path):
     sink = ListSink()
     config = grpo_config(tmp_path, max_steps=2, beta=0.0)
 
-    state, start = _setup(config, None)
+    state, start = setup_run(config, None)
     train(config, sink=sink)
 
     assert start == 0 and state.reference is None
@@ -145,7 +145,7 @@ def test_beta_zero_builds_no_reference_model_and_logs_no_kl(tmp_path):
 
 
 def test_a_positive_beta_builds_a_frozen_reference_model(tmp_path):
-    state, _ = _setup(grpo_config(tmp_path, beta=0.04), None)
+    state, _ = setup_run(grpo_config(tmp_path, beta=0.04), None)
 
     assert state.reference is not None
     assert not any(p.requires_grad for p in state.reference.parameters())

@@ -26,7 +26,7 @@ from training.checkpoints import MANIFEST, STATE_DIR
 from training.config import build_config
 from training.critic import CRITIC_FILE, build_critic
 from training.metrics import ListSink
-from training.ppo import AdaptiveKLController, _setup, train
+from training.ppo import AdaptiveKLController, setup_run, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -108,7 +108,7 @@ def test_samples_carry_the_sequence_reward_and_the_mean_token_advantage(tmp_path
 
 
 def test_the_critic_gives_a_value_per_completion_token_and_has_its_own_weights(tmp_path):
-    state, _ = _setup(ppo_config(tmp_path), None)
+    state, _ = setup_run(ppo_config(tmp_path), None)
     ids = torch.randint(0, 100, (3, 7))
 
     values = state.critic(ids, torch.ones_like(ids), prompt_len=4)
@@ -244,7 +244,7 @@ def test_without_kl_penalty_or_stop_no_reference_is_built(tmp_path):
     sink = ListSink()
     config = ppo_config(tmp_path, max_steps=1, kl_coef=0.0)
 
-    state, _ = _setup(config, None)
+    state, _ = setup_run(config, None)
     train(config, sink=sink)
 
     assert state.reference is None

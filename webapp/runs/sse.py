@@ -8,16 +8,20 @@ closes the stream.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from webapp.accounts.services import api_token_authenticate
 from webapp.runs import events
 from webapp.runs.models import Metric, Run
 from webapp.runs.selectors import run_get_for_user
+
+_EVENT_ID = re.compile(r"\d+-\d+|db-\d+")
 
 
 def _user(request: HttpRequest) -> Any:
@@ -44,6 +48,13 @@ def _replay_from_db(run: Run, after_step: int) -> Iterator[str]:
         yield _event(f"db-{step}", "step", {"step": step, "metrics": metrics})
 
 
+def _release_database() -> None:
+    """A viewer may keep a stream open for hours while it waits on Redis; it must not hold a
+    database connection all that time (PostgreSQL's are few). The next query reconnects."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def event_stream(run: Run, last_id: str) -> Iterator[str]:
     yield "retry: 2000\n\n"
     if last_id.startswith("db-") or not events.stream_exists(run.pk):
@@ -56,6 +67,7 @@ def event_stream(run: Run, last_id: str) -> Iterator[str]:
         last_id = "0-0"
     block_ms = settings.SSE_KEEPALIVE_S * 1000
     while True:
+        _release_database()
         got_any = False
         for entry_id, kind, data in events.read(run.pk, last_id, block_ms):
             got_any, last_id = True, entry_id
@@ -81,6 +93,8 @@ def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
     except Http404:
         return JsonResponse({"error": "not_found", "detail": "No such run."}, status=404)
     last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0-0"
+    if not _EVENT_ID.fullmatch(last_id):
+        last_id = "0-0"  # not an id this server gave out: replay from the start
     response = StreamingHttpResponse(event_stream(run, last_id),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
