@@ -41,43 +41,38 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
 from training.advantages import gae, whiten
-from training.checkpoints import (
-    load_training_state,
-    restore_optimizer,
-    save_model_dir,
-    save_training_state,
-)
+from training.checkpoints import load_training_state
 from training.config import PPOConfig, reward_source_names
 from training.critic import Critic, build_critic, load_critic, save_critic
 from training.data import PromptSampler, read_rows
-from training.grpo import (
-    MAX_PROMPT_TOKENS,
+from training.engine import (
+    State,
     TrainResult,
-    _frozen_logprobs,
-    _micro_batches,
-    _samples,
-    _State,
-    _step_metrics,
+    frozen_logprobs,
+    load_policy,
     load_scorers,
+    micro_batches,
+    restore_progress,
+    run_steps,
+    sample_records,
+    sample_rollout,
+    save_checkpoint,
+    step_metrics,
+    warmup_scheduler,
 )
 from training.losses import explained_variance, k3_kl, masked_mean, ppo_policy_loss, value_loss
 from training.metrics import MetricsSink, NullSink, SampleRecord
-from training.modelhub import load_causal_lm, load_tokenizer
+from training.modelhub import load_tokenizer
 from training.rewards import score
-from training.rollout import Rollout, completion_logprobs, generate, prompt_text, render_prompt
-from training.runtime import (
-    resolve_device,
-    resolve_dtype,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from training.rollout import Rollout, completion_logprobs, prompt_text
+from training.runtime import resolve_device, resolve_dtype, seed_everything
 
 
 class AdaptiveKLController:
@@ -98,7 +93,7 @@ class AdaptiveKLController:
 
 
 @dataclass
-class _PPOState(_State):
+class _PPOState(State):
     critic: Any = None
     kl_coef: float = 0.0
     kl_controller: AdaptiveKLController | None = None
@@ -118,54 +113,30 @@ def train(config: PPOConfig, *, sink: MetricsSink | None = None,
           should_stop: Callable[[], bool] = lambda: False,
           resume_from: str | None = None) -> tuple[TrainResult, dict[str, float]]:
     """Train ``config.model_path`` with PPO; returns the result and the last step's metrics."""
-    sink = sink or NullSink()
-    state, start = _setup(config, resume_from)
-    result = TrainResult(steps=start, stop_reason="max_steps")
-    metrics: dict[str, float] = {}
-    saved_at = start
-    for step in range(start + 1, config.max_steps + 1):
-        if should_stop():
-            result.stop_reason = "cancelled"
-            break
-        outcome = ppo_step(config, state, should_stop)
-        if outcome is None:  # cancelled during generation; the step is dropped
-            result.stop_reason = "cancelled"
-            break
-        metrics, samples = outcome
-        result.steps = step
-        sink.log_metrics(step, metrics)
-        sink.log_samples(step, samples)
-        if config.kl_stop is not None and metrics.get("kl/mean", 0.0) > config.kl_stop:
-            result.stop_reason = "kl_stop"
-            break
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and \
-                step < config.max_steps:
-            result.checkpoints.append(_checkpoint(config, state, step, sink))
-            saved_at = step
-    if result.steps > saved_at:
-        result.checkpoints.append(_checkpoint(config, state, result.steps, sink))
-    return result, metrics
+    state, start = setup_run(config, resume_from)
+    return run_steps(config, state, ppo_step, start=start, sink=sink or NullSink(),
+                     should_stop=should_stop, save=_checkpoint)
 
 
 def _needs_reference(config: PPOConfig) -> bool:
     return config.kl_coef > 0 or config.kl_stop is not None
 
 
-def _setup(config: PPOConfig, resume_from: str | None) -> tuple[_PPOState, int]:
+def setup_run(config: PPOConfig, resume_from: str | None) -> tuple[_PPOState, int]:
+    """The run's state, fresh or from the checkpoint ``resume_from``; and the step reached."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.precision, device)
     seed_everything(config.seed)
     rows = read_rows(config.dataset_path)
     tokenizer = load_tokenizer(config.model_path)
     saved = load_training_state(Path(resume_from)) if resume_from else None
-    policy, reference = _load_policy(config, device, dtype, resume_from, saved)
+    policy, reference = load_policy(config, device, dtype, resume_from, saved,
+                                    with_reference=_needs_reference(config))
     critic = build_critic(config, tokenizer, dtype=dtype, device=device).eval()
     groups = [{"params": [p for p in net.parameters() if p.requires_grad]}
               for net in (policy, critic)]
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0)
-    warmup = config.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     names = reward_source_names([r.__dict__ for r in config.rewards])
     controller = (AdaptiveKLController(config.kl_coef, config.kl_target)
                   if config.kl_target is not None else None)
@@ -175,37 +146,12 @@ def _setup(config: PPOConfig, resume_from: str | None) -> tuple[_PPOState, int]:
                       scorers=load_scorers(config, names, device))
     if saved is None or resume_from is None:
         return state, 0
-    restore_optimizer(optimizer, saved)
+    start = restore_progress(state, saved, scheduler_steps=saved["step"])
     load_critic(critic, Path(resume_from))
-    scheduler.last_epoch = saved["step"]
-    state.sampler.load_state(saved["sampler"])
-    set_rng_state(saved["rng"])
-    state.elapsed_s, state.tokens_total = saved["elapsed_s"], saved["tokens_total"]
     state.kl_coef = float(saved["kl_coef"])
     if controller is not None:
         controller.value = state.kl_coef
-    return state, int(saved["step"])
-
-
-def _load_policy(config: PPOConfig, device: torch.device, dtype: torch.dtype,
-                 resume_from: str | None, saved: dict[str, Any] | None) -> tuple[Any, Any]:
-    """The policy and, when the KL is needed, a frozen reference (the initial policy)."""
-    if config.lora_rank:
-        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-
-        base = load_causal_lm(config.model_path, dtype=dtype, device=device)
-        lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
-                          target_modules="all-linear", lora_dropout=0.0)
-        policy = get_peft_model(base, lora)
-        if saved is not None and saved["adapter"] is not None:
-            set_peft_model_state_dict(policy, saved["adapter"])
-        return policy, None  # the reference is the policy with adapters disabled
-    full: Any = load_causal_lm(resume_from or config.model_path, dtype=dtype, device=device)
-    reference = None
-    if _needs_reference(config):
-        reference = load_causal_lm(config.model_path, dtype=dtype, device=device)
-        reference.eval().requires_grad_(False)
-    return full, reference
+    return state, start
 
 
 def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool]
@@ -213,13 +159,7 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
     """One rollout and its updates; None when generation was interrupted by ``should_stop``."""
     started = time.perf_counter()
     # --- rollout ---
-    picked = [state.rows[i] for i in state.sampler.next(config.prompts_per_step)]
-    rendered = [render_prompt(state.tokenizer, r["prompt"], config.use_chat_template)
-                for r in picked]
-    rollout = generate(state.policy, state.tokenizer, rendered, group_size=1,
-                       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                       top_p=config.top_p, max_prompt_tokens=MAX_PROMPT_TOKENS,
-                       should_stop=should_stop)
+    picked, rollout = sample_rollout(config, state, 1, should_stop)
     if rollout.stopped:
         return None
     generate_s = time.perf_counter() - started
@@ -242,16 +182,16 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
         state.kl_coef = state.kl_controller.update(metrics["kl/mean"], config.prompts_per_step)
     # --- log ---
     step_s = time.perf_counter() - started
-    metrics |= _step_metrics(state, rollout, rewards, per_source, step_s, generate_s)
+    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, generate_s)
     sequence_advantages = (advantages * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B,)
-    samples = _samples(prompts, rollout, rewards, per_source, sequence_advantages.cpu(),
-                       config.samples_per_step)
+    samples = sample_records(prompts, rollout, rewards, per_source, sequence_advantages.cpu(),
+                             config.samples_per_step)
     return metrics, samples
 
 
 @torch.no_grad()
 def _evaluate_rollout(config: PPOConfig, state: _PPOState, rollout: Rollout) -> _Frozen:
-    parts = _micro_batches(len(rollout.completions), config.micro_batch_size)
+    parts = micro_batches(len(rollout.completions), config.micro_batch_size)
     logprobs, entropy, values = [], [], []
     for mb in parts:
         ids, attention = rollout.input_ids[mb], rollout.attention_mask[mb]
@@ -262,9 +202,9 @@ def _evaluate_rollout(config: PPOConfig, state: _PPOState, rollout: Rollout) -> 
         entropy.append(ent)
         values.append(state.critic(ids, attention, rollout.prompt_len))
     ref_logprobs = None
-    if _needs_reference(config):  # _frozen_logprobs reads only config.temperature
-        ref_logprobs = torch.cat(_frozen_logprobs(cast(Any, config), state, rollout, parts,
-                                                  reference=True))
+    if _needs_reference(config):
+        ref_logprobs = torch.cat(frozen_logprobs(state, rollout, parts, config.temperature,
+                                                 reference=True))
     return _Frozen(torch.cat(logprobs), ref_logprobs, torch.cat(values), torch.cat(entropy))
 
 
@@ -310,7 +250,7 @@ def _update(config: PPOConfig, state: _PPOState, rollout: Rollout, frozen: _Froz
         for start in range(0, config.prompts_per_step, size):
             minibatch = order[start:start + size]
             minibatch_tokens = float(mask[minibatch].sum())
-            for micro in _micro_batches(size, config.micro_batch_size):
+            for micro in micro_batches(size, config.micro_batch_size):
                 rows = minibatch[micro]
                 metrics = _backward(config, state, rollout, frozen, advantages[rows],
                                     returns[rows], rows, minibatch_tokens)
@@ -333,8 +273,9 @@ def _backward(config: PPOConfig, state: _PPOState, rollout: Rollout, frozen: _Fr
     """Loss of one micro-batch, back-propagated with its share of the minibatch's tokens."""
     ids, attention = rollout.input_ids[rows], rollout.attention_mask[rows]
     mask = rollout.action_mask[rows]
-    logprobs, entropy = _policy_forward(state.policy, ids, attention, rollout.prompt_len,
-                                        config.temperature, config.entropy_coef > 0)
+    logprobs, entropy = completion_logprobs(  # the entropy bonus needs its gradient
+        state.policy, ids, attention, rollout.prompt_len, config.temperature,
+        with_entropy=config.entropy_coef > 0, entropy_grad=True)
     policy_loss, metrics = ppo_policy_loss(logprobs, frozen.old_logprobs[rows], advantages,
                                            mask, config.cliprange)
     values = state.critic(ids, attention, rollout.prompt_len)  # (b, T)
@@ -347,26 +288,6 @@ def _backward(config: PPOConfig, state: _PPOState, rollout: Rollout, frozen: _Fr
     (loss * (float(mask.sum()) / max(minibatch_tokens, 1.0))).backward()
     return metrics | value_metrics | {"loss/entropy": entropy_loss.item(),
                                       "loss/total": loss.item()}
-
-
-def _policy_forward(policy: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    prompt_len: int, temperature: float, with_entropy: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (B, T) as :func:`completion_logprobs`, and, for the entropy bonus, the
-    per-token entropy (B, T) *with* gradient (``completion_logprobs`` gives it without)."""
-    if not with_entropy:
-        return completion_logprobs(policy, input_ids, attention_mask, prompt_len,
-                                   temperature)[0], None
-    completion_len = input_ids.shape[1] - prompt_len
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P + T)
-    out = policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                 logits_to_keep=completion_len + 1, use_cache=False)
-    logits = out.logits[:, :-1, :].float() / temperature  # (B, T, V)
-    targets = input_ids[:, prompt_len:].unsqueeze(-1)  # (B, T, 1)
-    logprobs = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)
-    all_logprobs = torch.log_softmax(logits, dim=-1)  # (B, T, V)
-    entropy = -(all_logprobs.exp() * all_logprobs).sum(dim=-1)
-    return logprobs, entropy
 
 
 def _optimizer_step(config: PPOConfig, state: _PPOState) -> tuple[float, float]:
@@ -382,21 +303,7 @@ def _optimizer_step(config: PPOConfig, state: _PPOState) -> tuple[float, float]:
 
 def _checkpoint(config: PPOConfig, state: _PPOState, step: int, sink: MetricsSink) -> str:
     """The policy as a plain model directory; the critic only in the training state."""
-    dest = Path(config.output_dir) / f"step-{step}"
-    manifest = {"algorithm": "ppo", "step": step, "base_model_path": config.model_path,
-                "hyperparameters": config.hyperparameters(),
-                "rewards": [r.__dict__ for r in config.rewards]}
-    save_model_dir(state.policy, state.tokenizer, dest, manifest)
-    adapter = None
-    if config.lora_rank:
-        from peft import get_peft_model_state_dict
-
-        adapter = get_peft_model_state_dict(state.policy)
-    save_training_state(dest, optimizer=state.optimizer, rng=rng_state(), adapter=adapter,
-                        state={"step": step, "sampler": state.sampler.state(),
-                               "elapsed_s": state.elapsed_s,
-                               "tokens_total": state.tokens_total,
-                               "kl_coef": state.kl_coef})
-    save_critic(cast(Critic, state.critic), dest)
-    sink.log_checkpoint(step, str(dest))
-    return str(dest)
+    return save_checkpoint(config, state, step, sink, algorithm="ppo",
+                           extra_state={"kl_coef": state.kl_coef},
+                           before_report=partial(save_critic, cast(Critic, state.critic)),
+                           keep_unset_reward_fields=True)

@@ -37,7 +37,7 @@ from training.checkpoints import (
 )
 from training.config import RewardModelConfig
 from training.data import PromptSampler
-from training.grpo import TrainResult
+from training.engine import TrainResult
 from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.reward_data import PreferencePair, format_pair, read_pairs, split_pairs

@@ -127,11 +127,13 @@ def _completion_mask(completion_ids: torch.Tensor, eos: list[int]
 
 def completion_logprobs(model: PreTrainedModel, input_ids: torch.Tensor,
                         attention_mask: torch.Tensor, prompt_len: int, temperature: float,
-                        *, with_entropy: bool = False
+                        *, with_entropy: bool = False, entropy_grad: bool = False
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities (B, T) of the completion tokens under ``model``, at the sampling
     temperature (as TRL: the policy that sampled them is the tempered one), and optionally
-    the per-token entropy of that distribution (B, T), without gradient.
+    the per-token entropy of that distribution (B, T), without gradient; with
+    ``entropy_grad`` the entropy keeps its gradient (for an entropy bonus), computed for the
+    whole batch at once.
 
     Only the last T + 1 positions go through the LM head (``logits_to_keep``), and positions
     follow the attention mask, so left padding gives the same numbers as generation did.
@@ -144,7 +146,9 @@ def completion_logprobs(model: PreTrainedModel, input_ids: torch.Tensor,
     targets = input_ids[:, prompt_len:]  # (B, T)
     logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     entropy = None
-    if with_entropy:
+    if with_entropy and entropy_grad:
+        entropy = _entropy(logits)  # (B, T)
+    elif with_entropy:
         with torch.no_grad():
             entropy = torch.stack([_entropy(row) for row in logits.detach()])  # (B, T)
     return logprobs, entropy

@@ -1,0 +1,264 @@
+"""What the GRPO and PPO trainers share: the run's state, loading the policy and the reward
+models, the step loop with its cancel / KL-stop / checkpoint cadence, frozen log-probs, the
+step's rollout metrics and samples, and checkpoints.
+
+Nothing here is specific to one algorithm; :mod:`training.grpo` and :mod:`training.ppo` say
+where each departs from its paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from training.checkpoints import restore_optimizer, save_model_dir, save_training_state
+from training.config import RolloutConfig
+from training.data import PromptSampler
+from training.metrics import MetricsSink, SampleRecord
+from training.modelhub import load_causal_lm
+from training.rewards import RewardScorer
+from training.rollout import Rollout, completion_logprobs, generate, render_prompt
+from training.runtime import peak_memory_mb, rng_state, set_rng_state
+
+MAX_PROMPT_TOKENS = 1024
+
+StepOutcome = tuple[dict[str, float], list[SampleRecord]]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    stop_reason: str  # max_steps | cancelled | kl_stop
+    checkpoints: list[str] = field(default_factory=list)
+
+
+@dataclass
+class State:
+    """What a step needs besides the config; saved with checkpoints for resume."""
+
+    policy: Any
+    reference: Any | None
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: PromptSampler
+    rows: list[dict[str, Any]]
+    source_names: list[str]
+    device: torch.device
+    scorers: dict[str, RewardScorer] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    tokens_total: int = 0
+
+
+C = TypeVar("C", bound=RolloutConfig)
+S = TypeVar("S", bound=State)
+
+
+# --- the step loop ---
+
+def run_steps(config: C, state: S,
+              step_fn: Callable[[C, S, Callable[[], bool]], StepOutcome | None], *,
+              start: int, sink: MetricsSink, should_stop: Callable[[], bool],
+              save: Callable[[C, S, int, MetricsSink], str]
+              ) -> tuple[TrainResult, dict[str, float]]:
+    """Steps ``start + 1`` to ``max_steps``, each logged to ``sink``; stops early on
+    ``should_stop`` (before a step, or during its generation: that step is dropped) or when
+    ``kl/mean`` passes ``kl_stop``. Saves every ``checkpoint_every`` steps and after the last
+    step done unless it was just saved. Returns the result and the last step's metrics."""
+    result = TrainResult(steps=start, stop_reason="max_steps")
+    metrics: dict[str, float] = {}
+    saved_at = start
+    for step in range(start + 1, config.max_steps + 1):
+        if should_stop():
+            result.stop_reason = "cancelled"
+            break
+        outcome = step_fn(config, state, should_stop)
+        if outcome is None:  # cancelled during generation; the step is dropped
+            result.stop_reason = "cancelled"
+            break
+        metrics, samples = outcome
+        result.steps = step
+        sink.log_metrics(step, metrics)
+        sink.log_samples(step, samples)
+        if config.kl_stop is not None and metrics.get("kl/mean", 0.0) > config.kl_stop:
+            result.stop_reason = "kl_stop"
+            break
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and \
+                step < config.max_steps:
+            result.checkpoints.append(save(config, state, step, sink))
+            saved_at = step
+    if result.steps > saved_at:
+        result.checkpoints.append(save(config, state, result.steps, sink))
+    return result, metrics
+
+
+# --- setup ---
+
+def load_policy(config: RolloutConfig, device: torch.device, dtype: torch.dtype,
+                resume_from: str | None, saved: dict[str, Any] | None, *,
+                with_reference: bool) -> tuple[Any, Any]:
+    """The policy and, when ``with_reference``, a frozen reference (the initial policy).
+    With LoRA no reference is built: it is the policy with its adapters disabled."""
+    if config.lora_rank:
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        base = load_causal_lm(config.model_path, dtype=dtype, device=device)
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                          target_modules="all-linear", lora_dropout=0.0)
+        policy = get_peft_model(base, lora)
+        if saved is not None and saved["adapter"] is not None:
+            set_peft_model_state_dict(policy, saved["adapter"])
+        return policy, None
+    full: Any = load_causal_lm(resume_from or config.model_path, dtype=dtype, device=device)
+    reference = None
+    if with_reference:
+        reference = load_causal_lm(config.model_path, dtype=dtype, device=device)
+        reference.eval().requires_grad_(False)
+    return full, reference
+
+
+def load_scorers(config: RolloutConfig, names: Sequence[str], device: torch.device
+                 ) -> dict[str, RewardScorer]:
+    """The run's reward models, loaded once, by reward-source name."""
+    from training.reward_model import RewardModelScorer
+
+    return {name: RewardModelScorer(str(spec.path), device=device)
+            for spec, name in zip(config.rewards, names, strict=True)
+            if spec.type == "reward_model"}
+
+
+def warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int
+                     ) -> torch.optim.lr_scheduler.LambdaLR:
+    """A constant learning rate after a linear warm-up over ``warmup_steps`` scheduler steps."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
+
+
+def restore_progress(state: State, saved: dict[str, Any], *, scheduler_steps: int) -> int:
+    """Put back the optimizer, schedule, sampler, RNG and counters of a saved run; returns
+    the step it had reached."""
+    restore_optimizer(state.optimizer, saved)
+    state.scheduler.last_epoch = scheduler_steps
+    state.sampler.load_state(saved["sampler"])
+    set_rng_state(saved["rng"])
+    state.elapsed_s, state.tokens_total = saved["elapsed_s"], saved["tokens_total"]
+    return int(saved["step"])
+
+
+# --- rollout ---
+
+def sample_rollout(config: RolloutConfig, state: State, group_size: int,
+                   should_stop: Callable[[], bool]) -> tuple[list[dict[str, Any]], Rollout]:
+    """The step's ``prompts_per_step`` dataset rows and ``group_size`` completions sampled
+    for each; the rollout is ``stopped`` when ``should_stop`` interrupted generation."""
+    picked = [state.rows[i] for i in state.sampler.next(config.prompts_per_step)]
+    rendered = [render_prompt(state.tokenizer, r["prompt"], config.use_chat_template)
+                for r in picked]
+    rollout = generate(state.policy, state.tokenizer, rendered, group_size=group_size,
+                       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                       top_p=config.top_p, max_prompt_tokens=MAX_PROMPT_TOKENS,
+                       should_stop=should_stop)
+    return picked, rollout
+
+
+# --- forward passes without gradient ---
+
+def micro_batches(size: int, micro: int) -> list[slice]:
+    """Slices of ``micro`` rows covering ``size`` rows; one slice when ``micro`` is 0."""
+    micro = micro or size
+    return [slice(i, i + micro) for i in range(0, size, micro)]
+
+
+@torch.no_grad()
+def frozen_logprobs(state: State, rollout: Rollout, parts: Sequence[slice],
+                    temperature: float, *, reference: bool) -> list[torch.Tensor]:
+    """Log-probs without gradient, a (b, T) tensor per part: of the reference model, or of
+    the policy as it is now."""
+    out = []
+    for mb in parts:
+        args = (rollout.input_ids[mb], rollout.attention_mask[mb], rollout.prompt_len,
+                temperature)
+        if reference and state.reference is None:  # LoRA: the base without its adapters
+            with state.policy.disable_adapter():
+                out.append(completion_logprobs(state.policy, *args)[0])
+        else:
+            model: Any = state.reference if reference else state.policy
+            out.append(completion_logprobs(model, *args)[0])
+    return out
+
+
+# --- log ---
+
+def step_metrics(state: State, rollout: Rollout, rewards: torch.Tensor,
+                 per_source: dict[str, torch.Tensor], step_s: float, generate_s: float
+                 ) -> dict[str, float]:
+    """``reward/*``, ``completion/*`` and ``perf/*`` of a step; adds to the run's totals."""
+    lengths = rollout.completion_lengths.float()
+    chars = torch.tensor([len(c) for c in rollout.completions], dtype=torch.float32)
+    tokens = int(lengths.sum())
+    state.elapsed_s += step_s
+    state.tokens_total += tokens
+    metrics = {
+        "reward/mean": rewards.mean().item(),
+        "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
+        "completion/length_mean": lengths.mean().item(),
+        "completion/length_min": lengths.min().item(),
+        "completion/length_max": lengths.max().item(),
+        "completion/chars_mean": chars.mean().item(),
+        "completion/truncated_frac": rollout.truncated.float().mean().item(),
+        "perf/step_s": step_s,
+        "perf/generate_s": generate_s,
+        "perf/tokens_per_s": tokens / step_s if step_s > 0 else 0.0,
+        "perf/peak_mem_mb": peak_memory_mb(state.device),
+        "perf/elapsed_s": state.elapsed_s,
+        "perf/tokens_total": float(state.tokens_total),
+    }
+    for name, values in per_source.items():
+        metrics[f"reward/{name}/mean"] = values.mean().item()
+        metrics[f"reward/{name}/std"] = values.std().item() if len(values) > 1 else 0.0
+    return metrics
+
+
+def sample_records(prompts: list[str], rollout: Rollout, rewards: torch.Tensor,
+                   per_source: dict[str, torch.Tensor], advantages: torch.Tensor, keep: int
+                   ) -> list[SampleRecord]:
+    """The first ``keep`` completions of the step, for the samples table."""
+    return [SampleRecord(index=i, prompt=prompts[i], completion=rollout.completions[i],
+                         rewards={k: float(v[i]) for k, v in per_source.items()},
+                         reward=float(rewards[i]), advantage=float(advantages[i]))
+            for i in range(min(keep, len(prompts)))]
+
+
+# --- checkpoints ---
+
+def save_checkpoint(config: RolloutConfig, state: State, step: int, sink: MetricsSink, *,
+                    algorithm: str, extra_state: dict[str, Any] | None = None,
+                    before_report: Callable[[Path], None] | None = None,
+                    keep_unset_reward_fields: bool = False) -> str:
+    """``<output_dir>/step-<step>``: the policy as a plain model directory with its manifest,
+    and the training state to resume from (plus ``extra_state``). ``before_report`` writes
+    more into the directory before the sink hears of it (the sink may archive it).
+    ``keep_unset_reward_fields`` lists a reward source's None fields in the manifest too."""
+    dest = Path(config.output_dir) / f"step-{step}"
+    rewards = [{k: v for k, v in r.__dict__.items() if keep_unset_reward_fields or v is not None}
+               for r in config.rewards]
+    manifest = {"algorithm": algorithm, "step": step, "base_model_path": config.model_path,
+                "hyperparameters": config.hyperparameters(), "rewards": rewards}
+    save_model_dir(state.policy, state.tokenizer, dest, manifest)
+    adapter = None
+    if config.lora_rank:
+        from peft import get_peft_model_state_dict
+
+        adapter = get_peft_model_state_dict(state.policy)
+    save_training_state(dest, optimizer=state.optimizer, rng=rng_state(), adapter=adapter,
+                        state={"step": step, "sampler": state.sampler.state(),
+                               "elapsed_s": state.elapsed_s,
+                               "tokens_total": state.tokens_total, **(extra_state or {})})
+    if before_report is not None:
+        before_report(dest)
+    sink.log_checkpoint(step, str(dest))
+    return str(dest)
