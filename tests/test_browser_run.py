@@ -2,41 +2,18 @@
 charts gain points as the real worker trains, without a reload."""
 from __future__ import annotations
 
-import os
-
 import pytest
-from playwright.sync_api import sync_playwright
 
+from tests.browser import chromium_page, sign_in
 from tests.conftest import PROMPTS, upload_prompts
 
-# Playwright's sync API runs an event loop in this thread; Django would then refuse the ORM
-# calls the test makes between page actions. The loop is Playwright's, not the app's.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(300)]
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
 def page():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        tab = context.new_page()
-        tab.set_default_timeout(60_000)
+    with chromium_page(height=1000) as tab:
         yield tab
-        browser.close()
-
-
-def sign_in(page, base, username, password):
-    page.goto(base + "/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/")
 
 
 # The reward chart, drawn (and created) when the first step arrives.
@@ -51,7 +28,7 @@ def points(page):
 def test_a_run_launched_from_the_form_draws_its_charts_live_and_cancels(
         page, live_server, worker, api, user):
     dataset = upload_prompts(api, PROMPTS, name="cats")
-    sign_in(page, live_server.url, "alice", "alice-pass-123")
+    sign_in(page, live_server.url)
 
     page.goto(live_server.url + "/runs/new/")
     page.fill("#id_name", "browser run")
@@ -84,7 +61,7 @@ def test_the_form_shows_errors_next_to_the_fields_and_launches_nothing(page, liv
     from webapp.runs.models import Run
 
     dataset = upload_prompts(api, PROMPTS, name="cats")
-    sign_in(page, live_server.url, "alice", "alice-pass-123")
+    sign_in(page, live_server.url)
     page.goto(live_server.url + "/runs/new/")
     page.fill("#id_name", "bad run")
     page.select_option("#id_dataset", str(dataset["id"]))

@@ -7,41 +7,21 @@ import os
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
+from tests.browser import chromium_page, sign_in
 from tests.test_labeling_api import make_batch, response_ids
 from webapp.labeling.models import Ranking
 
-# Playwright's sync API runs an event loop in this thread; Django would then refuse the ORM
-# calls the test makes between page actions. The loop is Playwright's, not the app's.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # Set LABELING_SCREENSHOTS=/some/dir to keep pictures of the pages for a look.
 SHOTS = os.environ.get("LABELING_SCREENSHOTS")
 
 
 @pytest.fixture
 def page():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        tab = context.new_page()
-        tab.set_default_timeout(20_000)
+    with chromium_page(timeout_ms=20_000) as tab:
         yield tab
-        browser.close()
-
-
-def sign_in(page, base, username="alice", password="alice-pass-123"):
-    page.goto(base + "/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/")
 
 
 def shot(page, name):

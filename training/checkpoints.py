@@ -117,3 +117,18 @@ def make_archive(model_dir: Path, archive: Path) -> tuple[int, str]:
                 zf.write(path, Path(model_dir.name) / rel)
     tmp.rename(archive)
     return archive.stat().st_size, sha256_file(archive)
+
+
+def save_checkpoint_dir(dest: Path, *, model: Any, tokenizer: Any, manifest: dict[str, Any],
+                        optimizer: torch.optim.Optimizer, lora: bool,
+                        state: dict[str, Any], rng: dict[str, torch.Tensor]) -> Path:
+    """A whole checkpoint: the plain model directory and, beside it, what resuming needs
+    (the LoRA adapter on its own when ``lora``, since the model directory holds it merged)."""
+    save_model_dir(model, tokenizer, dest, manifest)
+    adapter = None
+    if lora:
+        from peft import get_peft_model_state_dict
+
+        adapter = get_peft_model_state_dict(model)
+    save_training_state(dest, optimizer=optimizer, state=state, rng=rng, adapter=adapter)
+    return dest

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from training.checkpoints import restore_optimizer, save_model_dir, save_training_state
+from training.checkpoints import restore_optimizer, save_checkpoint_dir
 from training.config import RolloutConfig
 from training.data import PromptSampler
 from training.metrics import MetricsSink, SampleRecord
@@ -248,13 +248,8 @@ def save_checkpoint(config: RolloutConfig, state: State, step: int, sink: Metric
                for r in config.rewards]
     manifest = {"algorithm": algorithm, "step": step, "base_model_path": config.model_path,
                 "hyperparameters": config.hyperparameters(), "rewards": rewards}
-    save_model_dir(state.policy, state.tokenizer, dest, manifest)
-    adapter = None
-    if config.lora_rank:
-        from peft import get_peft_model_state_dict
-
-        adapter = get_peft_model_state_dict(state.policy)
-    save_training_state(dest, optimizer=state.optimizer, rng=rng_state(), adapter=adapter,
+    save_checkpoint_dir(dest, model=state.policy, tokenizer=state.tokenizer, manifest=manifest,
+                        optimizer=state.optimizer, lora=bool(config.lora_rank), rng=rng_state(),
                         state={"step": step, "sampler": state.sampler.state(),
                                "elapsed_s": state.elapsed_s,
                                "tokens_total": state.tokens_total, **(extra_state or {})})

@@ -29,12 +29,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
-from training.checkpoints import (
-    load_training_state,
-    restore_optimizer,
-    save_model_dir,
-    save_training_state,
-)
+from training.checkpoints import load_training_state, restore_optimizer, save_checkpoint_dir
 from training.config import RewardModelConfig
 from training.data import PromptSampler
 from training.engine import TrainResult
@@ -327,13 +322,8 @@ def _checkpoint(config: RewardModelConfig, state: _State, step: int, sink: Metri
                 "base_model_path": config.model_path,
                 "hyperparameters": config.hyperparameters(),
                 "pairs": {"train": len(state.train_pairs), "eval": len(state.eval_pairs)}}
-    save_model_dir(state.model, state.tokenizer, dest, manifest)
-    adapter = None
-    if config.lora_rank:
-        from peft import get_peft_model_state_dict
-
-        adapter = get_peft_model_state_dict(state.model)
-    save_training_state(dest, optimizer=state.optimizer, rng=rng_state(), adapter=adapter,
+    save_checkpoint_dir(dest, model=state.model, tokenizer=state.tokenizer, manifest=manifest,
+                        optimizer=state.optimizer, lora=bool(config.lora_rank), rng=rng_state(),
                         state={"step": step, "sampler": state.sampler.state(),
                                "elapsed_s": state.elapsed_s,
                                "pairs_total": state.pairs_total})

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.datasets.models import Dataset
 from webapp.errors import ServiceError
 from webapp.labeling import selectors, services
 from webapp.labeling.forms import BatchForm
@@ -118,14 +119,21 @@ def _owned(request: HttpRequest, batch_id: int) -> Batch:
     return selectors.batch_get_for_owner(user=request.user, batch_id=batch_id)
 
 
+def _dataset_from(request: HttpRequest, batch: Batch) -> Dataset | None:
+    """The batch's rankings as a preferences dataset, or None with the reason shown."""
+    try:
+        return services.batch_dataset_create(batch=batch)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+        return None
+
+
 @login_required
 @require_POST
 def batch_make_dataset(request: HttpRequest, batch_id: int) -> HttpResponse:
     batch = _owned(request, batch_id)
-    try:
-        dataset = services.batch_dataset_create(batch=batch)
-    except ServiceError as exc:
-        messages.error(request, exc.detail)
+    dataset = _dataset_from(request, batch)
+    if dataset is None:
         return redirect("labeling:detail", batch_id=batch.pk)
     messages.success(request, f"Dataset '{dataset.name}' holds {dataset.rows} preference "
                               "pairs.")
@@ -137,10 +145,8 @@ def batch_make_dataset(request: HttpRequest, batch_id: int) -> HttpResponse:
 def batch_fit_reward_model(request: HttpRequest, batch_id: int) -> HttpResponse:
     """Make the dataset, then open the reward-model launch form with it picked."""
     batch = _owned(request, batch_id)
-    try:
-        dataset = services.batch_dataset_create(batch=batch)
-    except ServiceError as exc:
-        messages.error(request, exc.detail)
+    dataset = _dataset_from(request, batch)
+    if dataset is None:
         return redirect("labeling:detail", batch_id=batch.pk)
     messages.success(request, f"Dataset '{dataset.name}' ({dataset.rows} pairs) is ready; "
                               "pick the backbone and launch.")
