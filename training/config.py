@@ -81,6 +81,9 @@ class BaseConfig:
                         "it, fp32 otherwise.", choices=("auto", "fp32", "bf16"), group="system")
     lora_rank: int = hp(0, "LoRA rank of the adapters trained on attention and MLP "
                         "projections; 0 trains every weight.", lo=0, hi=1024, group="system")
+    gradient_checkpointing: bool = hp(False, "Recompute activations in the backward pass "
+                                      "instead of keeping them: much less memory, about a "
+                                      "third more compute.", group="system")
 
     @classmethod
     def hyperparameter_fields(cls) -> list[dataclasses.Field[Any]]:

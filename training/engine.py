@@ -22,7 +22,7 @@ from training.metrics import MetricsSink, SampleRecord
 from training.modelhub import load_causal_lm
 from training.rewards import RewardScorer
 from training.rollout import Rollout, completion_logprobs, generate, render_prompt
-from training.runtime import peak_memory_mb, rng_state, set_rng_state
+from training.runtime import peak_memory_mb, rng_state, set_rng_state, use_gradient_checkpointing
 
 MAX_PROMPT_TOKENS = 1024
 
@@ -112,8 +112,9 @@ def load_policy(config: RolloutConfig, device: torch.device, dtype: torch.dtype,
         policy = get_peft_model(base, lora)
         if saved is not None and saved["adapter"] is not None:
             set_peft_model_state_dict(policy, saved["adapter"])
-        return policy, None
+        return use_gradient_checkpointing(policy, config.gradient_checkpointing), None
     full: Any = load_causal_lm(resume_from or config.model_path, dtype=dtype, device=device)
+    use_gradient_checkpointing(full, config.gradient_checkpointing)
     reference = None
     if with_reference:
         reference = load_causal_lm(config.model_path, dtype=dtype, device=device)

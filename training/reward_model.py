@@ -44,6 +44,7 @@ from training.runtime import (
     rng_state,
     seed_everything,
     set_rng_state,
+    use_gradient_checkpointing,
 )
 
 __all__ = ["RewardModelScorer", "TrainResult", "bradley_terry_loss", "format_pair",
@@ -236,8 +237,9 @@ def _load_trainable(config: RewardModelConfig, tokenizer: Any, device: torch.dev
                     saved: dict[str, Any] | None) -> Any:
     """The model to fit: every weight, or LoRA adapters plus the whole (new) head."""
     if not config.lora_rank:
-        return load_reward_model(resume_from or config.model_path, tokenizer, dtype=dtype,
+        full = load_reward_model(resume_from or config.model_path, tokenizer, dtype=dtype,
                                  device=device)
+        return use_gradient_checkpointing(full, config.gradient_checkpointing)
     from peft import LoraConfig, TaskType, get_peft_model, set_peft_model_state_dict
 
     base = load_reward_model(config.model_path, tokenizer, dtype=dtype, device=device)
@@ -248,7 +250,7 @@ def _load_trainable(config: RewardModelConfig, tokenizer: Any, device: torch.dev
     model = get_peft_model(base, lora)
     if saved is not None and saved["adapter"] is not None:
         set_peft_model_state_dict(model, saved["adapter"])
-    return model
+    return use_gradient_checkpointing(model, config.gradient_checkpointing)
 
 
 def reward_model_step(config: RewardModelConfig, state: _State) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import resource
 import sys
+from typing import Any
 
 import torch
 
@@ -43,6 +44,16 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     cuda = [state[k] for k in sorted(state) if k.startswith("cuda.")]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def use_gradient_checkpointing(model: Any, enabled: bool) -> Any:
+    """Turn on activation recomputation for a model about to be trained. transformers only
+    recomputes in training mode, so the model is put in it (Llama has no dropout to wake)."""
+    if enabled:
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+    return model
 
 
 def peak_memory_mb(device: torch.device) -> float:
