@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--beta", type=float, default=0.04)
     p.add_argument("--micro-batch-size", type=int, default=0,
                    help="sequences per forward/backward (0: the whole step)")
+    p.add_argument("--gradient-checkpointing", action="store_true")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "prompts.jsonl"
@@ -62,6 +63,7 @@ def main() -> None:
             "group_size": a.group_size, "max_new_tokens": a.max_new_tokens,
             "learning_rate": a.learning_rate, "beta": a.beta, "temperature": 0.8,
             "micro_batch_size": a.micro_batch_size,
+            "gradient_checkpointing": a.gradient_checkpointing,
         }, model_path=a.model, dataset_path=str(data), output_dir=str(Path(tmp) / "out"),
             rewards=[{"type": "length", "target": a.target, "weight": 1.0}])
         sink = Progress()
@@ -72,6 +74,7 @@ def main() -> None:
     print(json.dumps({
         "engine": "rlhf-workbench GRPO", "model": a.model, "steps": len(chars),
         "micro_batch_size": a.micro_batch_size,
+        "gradient_checkpointing": a.gradient_checkpointing,
         "median_step_s": round(statistics.median(sink.series("perf/step_s")), 1),
         "wall_s": round(wall, 1),
         "median_tokens_per_s": round(statistics.median(sink.series("perf/tokens_per_s")), 1),
