@@ -3,7 +3,6 @@ conditional UPDATEs whose row count says whether the move happened; the worker's
 the attempt that claimed the batch and are refused once it is no longer current."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,9 +31,9 @@ from webapp.labeling.models import (
     Response,
     Skip,
 )
+from webapp.queueing import enqueue
 from webapp.runs.registry import model_resolve
 
-log = logging.getLogger(__name__)
 DEFAULT_K = 4
 
 
@@ -130,13 +129,9 @@ def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: 
 def _enqueue(batch_id: int) -> None:
     from workers.tasks import generate_batch_task  # the worker side imports training lazily
 
-    try:
-        generate_batch_task.delay(batch_id)
-    except Exception as exc:  # broker down: say so on the batch instead of queuing forever
-        log.exception("could not enqueue batch %s", batch_id)
-        Batch.objects.filter(pk=batch_id, status=BatchStatus.QUEUED).update(
-            status=BatchStatus.FAILED, finished_at=timezone.now(),
-            error=f"Could not reach the task queue: {exc}. Is Redis running?")
+    enqueue(generate_batch_task, batch_id, on_failure=lambda error: Batch.objects.filter(
+        pk=batch_id, status=BatchStatus.QUEUED).update(
+            status=BatchStatus.FAILED, finished_at=timezone.now(), error=error))
 
 
 # --- writes from the worker (each names its attempt) ---

@@ -3,7 +3,6 @@ says whether they happened); every write from a worker names its attempt and is 
 that attempt is no longer the run's current one."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,11 +15,10 @@ from training.config import ConfigError, validate_hyperparameters, validate_rewa
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_get_for_user
 from webapp.errors import Invalid, ServiceError, WrongState
+from webapp.queueing import enqueue
 from webapp.runs import events
 from webapp.runs.models import Checkpoint, Metric, Run, RunStatus, Sample
 from webapp.runs.registry import BASE_KINDS, model_resolve
-
-log = logging.getLogger(__name__)
 
 
 class StaleAttempt(Exception):
@@ -96,13 +94,9 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
 def _enqueue(run_id: int) -> None:
     from workers.tasks import train_run_task  # the worker side imports training lazily
 
-    try:
-        train_run_task.delay(run_id)
-    except Exception as exc:  # broker down: say so on the run instead of queuing forever
-        log.exception("could not enqueue run %s", run_id)
-        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-            status=RunStatus.FAILED, finished_at=timezone.now(),
-            error=f"Could not reach the task queue: {exc}. Is Redis running?")
+    enqueue(train_run_task, run_id, on_failure=lambda error: Run.objects.filter(
+        pk=run_id, status=RunStatus.QUEUED).update(
+            status=RunStatus.FAILED, finished_at=timezone.now(), error=error))
 
 
 def run_cancel(*, run: Run) -> Run:

@@ -1,0 +1,18 @@
+"""Handing work to the Celery workers."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(task: Any, object_id: int, *, on_failure: Callable[[str], object]) -> None:
+    """Send ``task(object_id)``; when the broker cannot be reached, ``on_failure`` records the
+    reason on the object, so nothing sits 'queued' forever without saying why."""
+    try:
+        task.delay(object_id)
+    except Exception as exc:
+        log.exception("could not enqueue %s(%s)", getattr(task, "name", task), object_id)
+        on_failure(f"Could not reach the task queue: {exc}. Is Redis running?")
