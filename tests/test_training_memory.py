@@ -65,5 +65,5 @@ def test_gradient_checkpointing_is_really_on_for_the_trained_model(tmp_path):
 
     on, _ = setup_run(grpo_config(tmp_path, gradient_checkpointing=True), None)
     off, _ = setup_run(grpo_config(tmp_path, output="off"), None)
-    assert on.policy.is_gradient_checkpointing and on.policy.training
-    assert not off.policy.is_gradient_checkpointing
+    assert on.policy.is_activation_checkpointing and on.policy.training
+    assert not off.policy.is_activation_checkpointing

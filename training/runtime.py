@@ -50,8 +50,8 @@ def use_gradient_checkpointing(model: Any, enabled: bool) -> Any:
     """Turn on activation recomputation for a model about to be trained. transformers only
     recomputes in training mode, so the model is put in it (Llama has no dropout to wake)."""
     if enabled:
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
         model.train()
     return model
 
