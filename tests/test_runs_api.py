@@ -265,3 +265,27 @@ def test_ppo_minibatches_must_divide_the_prompts(api, dataset):
                                   hyperparameters={"prompts_per_step": 3, "minibatches": 2}))
     assert response.status_code == 422
     assert "hyperparameters.minibatches" in response.json()["fields"]
+
+
+def test_a_new_run_starts_with_an_empty_event_stream(api, dataset, transactional_db):
+    from webapp.runs import events
+
+    events.publish_end(999_999, {"status": "cancelled"})  # left over under a reused id
+    Run.objects.all().delete()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("django.db.models.Model.save", _save_with_id(999_999))
+        run = post_run(api, body(dataset["id"])).json()
+    assert run["id"] == 999_999
+    assert not events.stream_exists(999_999)
+
+
+def _save_with_id(pk):
+    from django.db.models import Model
+
+    original = Model.save
+
+    def save(self, *args, **kwargs):
+        if isinstance(self, Run) and self.pk is None:
+            self.pk = pk
+        return original(self, *args, **kwargs)
+    return save

@@ -39,6 +39,12 @@ def publish_end(run_id: int, data: dict[str, Any]) -> None:
     client().expire(stream_key(run_id), settings.EVENTS_STREAM_TTL_S)
 
 
+def reset(run_id: int) -> None:
+    """Start a new run's stream empty: a stream left under the same id (a deleted run, or a
+    rolled-back one whose id was handed out again) must not replay into it."""
+    client().delete(stream_key(run_id))
+
+
 def stream_exists(run_id: int) -> bool:
     return bool(client().exists(stream_key(run_id)))
 

@@ -94,6 +94,7 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
 def _enqueue(run_id: int) -> None:
     from workers.tasks import train_run_task  # the worker side imports training lazily
 
+    events.reset(run_id)  # before the worker can write to it
     enqueue(train_run_task, run_id, on_failure=lambda error: Run.objects.filter(
         pk=run_id, status=RunStatus.QUEUED).update(
             status=RunStatus.FAILED, finished_at=timezone.now(), error=error))
