@@ -15,14 +15,22 @@ from typing import Any, TypeVar
 
 import torch
 
-from training.checkpoints import restore_optimizer, save_checkpoint_dir
-from training.config import RolloutConfig
+from training.checkpoints import load_training_state, restore_optimizer, save_checkpoint_dir
+from training.config import BaseConfig, RolloutConfig
 from training.data import PromptSampler
 from training.metrics import MetricsSink, SampleRecord
 from training.modelhub import load_causal_lm
 from training.rewards import RewardScorer
 from training.rollout import Rollout, completion_logprobs, generate, render_prompt
-from training.runtime import peak_memory_mb, rng_state, set_rng_state, use_gradient_checkpointing
+from training.runtime import (
+    peak_memory_mb,
+    resolve_device,
+    resolve_dtype,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    use_gradient_checkpointing,
+)
 
 MAX_PROMPT_TOKENS = 1024
 
@@ -54,8 +62,8 @@ class State:
     tokens_total: int = 0
 
 
-C = TypeVar("C", bound=RolloutConfig)
-S = TypeVar("S", bound=State)
+C = TypeVar("C", bound=BaseConfig)
+S = TypeVar("S")
 
 
 # --- the step loop ---
@@ -67,7 +75,8 @@ def run_steps(config: C, state: S,
               ) -> tuple[TrainResult, dict[str, float]]:
     """Steps ``start + 1`` to ``max_steps``, each logged to ``sink``; stops early on
     ``should_stop`` (before a step, or during its generation: that step is dropped) or when
-    ``kl/mean`` passes ``kl_stop``. Saves every ``checkpoint_every`` steps and after the last
+    ``kl/mean`` passes ``kl_stop`` (where the config has one). Samples are logged when a step
+    returns some. Saves every ``checkpoint_every`` steps and after the last
     step done unless it was just saved. Returns the result and the last step's metrics."""
     result = TrainResult(steps=start, stop_reason="max_steps")
     metrics: dict[str, float] = {}
@@ -83,8 +92,10 @@ def run_steps(config: C, state: S,
         metrics, samples = outcome
         result.steps = step
         sink.log_metrics(step, metrics)
-        sink.log_samples(step, samples)
-        if config.kl_stop is not None and metrics.get("kl/mean", 0.0) > config.kl_stop:
+        if samples:
+            sink.log_samples(step, samples)
+        kl_stop = getattr(config, "kl_stop", None)  # only algorithms with a reference have it
+        if kl_stop is not None and metrics.get("kl/mean", 0.0) > kl_stop:
             result.stop_reason = "kl_stop"
             break
         if config.checkpoint_every and step % config.checkpoint_every == 0 and \
@@ -130,6 +141,16 @@ def load_scorers(config: RolloutConfig, names: Sequence[str], device: torch.devi
     return {name: RewardModelScorer(str(spec.path), device=device)
             for spec, name in zip(config.rewards, names, strict=True)
             if spec.type == "reward_model"}
+
+
+def prepare(config: BaseConfig, resume_from: str | None
+            ) -> tuple[torch.device, torch.dtype, dict[str, Any] | None]:
+    """Device and dtype from the config, every RNG seeded, and the saved training state when
+    resuming from a checkpoint directory."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.precision, device)
+    seed_everything(config.seed)
+    return device, dtype, load_training_state(Path(resume_from)) if resume_from else None
 
 
 def warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int

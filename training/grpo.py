@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 
 from training.advantages import group_advantages
-from training.checkpoints import load_training_state
 from training.config import GRPOConfig, reward_source_names
 from training.data import PromptSampler, read_rows
 from training.engine import (
@@ -36,6 +34,7 @@ from training.engine import (
     load_policy,
     load_scorers,
     micro_batches,
+    prepare,
     restore_progress,
     run_steps,
     sample_records,
@@ -49,7 +48,6 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import resolve_device, resolve_dtype, seed_everything
 
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
 
@@ -65,12 +63,9 @@ def train(config: GRPOConfig, *, sink: MetricsSink | None = None,
 
 def setup_run(config: GRPOConfig, resume_from: str | None) -> tuple[State, int]:
     """The run's state, fresh or from the checkpoint ``resume_from``; and the step reached."""
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.precision, device)
-    seed_everything(config.seed)
+    device, dtype, saved = prepare(config, resume_from)
     rows = read_rows(config.dataset_path)
     tokenizer = load_tokenizer(config.model_path)
-    saved = load_training_state(Path(resume_from)) if resume_from else None
     policy, reference = load_policy(config, device, dtype, resume_from, saved,
                                     with_reference=config.beta > 0)
     params = [p for p in policy.parameters() if p.requires_grad]

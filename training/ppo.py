@@ -48,7 +48,6 @@ from typing import Any, cast
 import torch
 
 from training.advantages import gae, whiten
-from training.checkpoints import load_training_state
 from training.config import PPOConfig, reward_source_names
 from training.critic import Critic, build_critic, load_critic, save_critic
 from training.data import PromptSampler, read_rows
@@ -59,6 +58,7 @@ from training.engine import (
     load_policy,
     load_scorers,
     micro_batches,
+    prepare,
     restore_progress,
     run_steps,
     sample_records,
@@ -72,7 +72,6 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import resolve_device, resolve_dtype, seed_everything
 
 
 class AdaptiveKLController:
@@ -124,12 +123,9 @@ def _needs_reference(config: PPOConfig) -> bool:
 
 def setup_run(config: PPOConfig, resume_from: str | None) -> tuple[_PPOState, int]:
     """The run's state, fresh or from the checkpoint ``resume_from``; and the step reached."""
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.precision, device)
-    seed_everything(config.seed)
+    device, dtype, saved = prepare(config, resume_from)
     rows = read_rows(config.dataset_path)
     tokenizer = load_tokenizer(config.model_path)
-    saved = load_training_state(Path(resume_from)) if resume_from else None
     policy, reference = load_policy(config, device, dtype, resume_from, saved,
                                     with_reference=_needs_reference(config))
     critic = build_critic(config, tokenizer, dtype=dtype, device=device).eval()

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
-from training.checkpoints import load_training_state, restore_optimizer, save_checkpoint_dir
+from training.checkpoints import restore_optimizer, save_checkpoint_dir
 from training.config import RewardModelConfig
 from training.data import PromptSampler
-from training.engine import TrainResult
+from training.engine import TrainResult, prepare, run_steps, warmup_scheduler
 from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.reward_data import PreferencePair, format_pair, read_pairs, split_pairs
@@ -40,9 +40,7 @@ from training.rollout import Prompt, prompt_text
 from training.runtime import (
     peak_memory_mb,
     resolve_device,
-    resolve_dtype,
     rng_state,
-    seed_everything,
     set_rng_state,
     use_gradient_checkpointing,
 )
@@ -177,48 +175,34 @@ def train(config: RewardModelConfig, *, sink: MetricsSink | None = None,
           resume_from: str | None = None) -> tuple[TrainResult, dict[str, float]]:
     """Fit a reward model on ``config.dataset_path``; returns the result and the last step's
     metrics (with the held-out ``eval/*`` ones when the last step was measured)."""
-    sink = sink or NullSink()
     state, start = _setup(config, resume_from)
-    result = TrainResult(steps=start, stop_reason="max_steps")
-    metrics: dict[str, float] = {}
-    saved_at = start
-    for step in range(start + 1, config.max_steps + 1):
-        if should_stop():
-            result.stop_reason = "cancelled"
-            break
-        metrics = reward_model_step(config, state)
-        if state.eval_pairs and (step % config.eval_every == 0 or step == config.max_steps):
-            started = time.perf_counter()
-            eval_metrics, samples = evaluate(config, state)
-            state.elapsed_s += time.perf_counter() - started
-            metrics |= eval_metrics | {"perf/elapsed_s": state.elapsed_s}
-            sink.log_samples(step, samples)
-        result.steps = step
-        sink.log_metrics(step, metrics)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and \
-                step < config.max_steps:
-            result.checkpoints.append(_checkpoint(config, state, step, sink))
-            saved_at = step
-    if result.steps > saved_at:
-        result.checkpoints.append(_checkpoint(config, state, result.steps, sink))
-    return result, metrics
+    return run_steps(config, state, _step_with_eval, start=start, sink=sink or NullSink(),
+                     should_stop=should_stop, save=_checkpoint)
+
+
+def _step_with_eval(config: RewardModelConfig, state: _State, should_stop: Callable[[], bool]
+                    ) -> tuple[dict[str, float], list[SampleRecord]]:
+    """One update, and on evaluation steps the held-out figures and a few held-out pairs."""
+    metrics = reward_model_step(config, state)
+    step = state.scheduler.last_epoch  # updates so far, i.e. this step's number
+    if not state.eval_pairs or (step % config.eval_every and step != config.max_steps):
+        return metrics, []
+    started = time.perf_counter()
+    eval_metrics, samples = evaluate(config, state)
+    state.elapsed_s += time.perf_counter() - started
+    return metrics | eval_metrics | {"perf/elapsed_s": state.elapsed_s}, samples
 
 
 def _setup(config: RewardModelConfig, resume_from: str | None) -> tuple[_State, int]:
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.precision, device)
-    seed_everything(config.seed)
+    device, dtype, saved = prepare(config, resume_from)
     train_pairs, eval_pairs = split_pairs(read_pairs(config.dataset_path),
                                           config.eval_fraction, config.seed)
     tokenizer = load_reward_tokenizer(config.model_path)
-    saved = load_training_state(Path(resume_from)) if resume_from else None
     model = _load_trainable(config, tokenizer, device, dtype, resume_from, saved)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    warmup = config.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     sampler = PromptSampler(len(train_pairs), config.seed)
     state = _State(model, tokenizer, optimizer, scheduler, sampler, train_pairs, eval_pairs,
                    device)
