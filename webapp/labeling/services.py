@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.http import Http404
 from django.utils import timezone
 
 from webapp.datasets.models import Dataset, DatasetKind
@@ -72,7 +73,7 @@ def _prompts_dataset(owner: AbstractBaseUser, dataset_id: Any, fields: dict[str,
         return None
     try:
         dataset = dataset_get_for_user(user=owner, dataset_id=dataset_id)
-    except Exception:
+    except Http404:  # not there, or not this user's
         fields["dataset"] = f"dataset {dataset_id} does not exist or is not yours"
         return None
     if dataset.kind != DatasetKind.PROMPTS:

@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
+from django.http import Http404
 from django.utils import timezone
 
 from training.config import ConfigError, validate_hyperparameters, validate_rewards
@@ -35,7 +36,7 @@ def _dataset_for_run(user: AbstractBaseUser, dataset_id: Any, algorithm: str) ->
         raise Invalid("Pick a dataset for the run.", fields={"dataset": "required"})
     try:
         dataset = dataset_get_for_user(user=user, dataset_id=dataset_id)
-    except Exception:
+    except Http404:  # not there, or not this user's
         raise Invalid(f"Dataset {dataset_id} does not exist or is not yours.",
                       fields={"dataset": "unknown dataset"}) from None
     kinds = DATASET_KINDS[algorithm]
