@@ -55,6 +55,16 @@ class Run(models.Model):
     cancel_requested = models.BooleanField(default=False)
     worker = models.CharField(max_length=200, blank=True)
 
+    # The summary the runs list and the compare page show, kept up to date as steps arrive
+    # (services.run_record_step) so listing runs never scans their metrics.
+    reward_final = models.FloatField(null=True, blank=True)
+    reward_best = models.FloatField(null=True, blank=True)
+    kl_final = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True,
+                                     help_text="completion tokens over training seconds")
+    peak_mem_mb = models.FloatField(null=True, blank=True)
+    wall_s = models.FloatField(null=True, blank=True, help_text="seconds from start to end")
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
@@ -79,7 +89,60 @@ class Metric(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "step", "key"],
                                                name="metric_unique_run_step_key")]
-        indexes = [models.Index(fields=["run", "step"])]
+        # (run, step) reads are served by the unique index; one series by this one.
+        indexes = [models.Index(fields=["run", "key", "step"], name="metric_run_key_step")]
+
+
+class MetricBlock(models.Model):
+    """The lowest, highest, first and last point of one metric over a block of ``width``
+    steps (``start`` to ``start + width - 1``), for widths 4, 8, 16, ... (see
+    :mod:`webapp.runs.series`). Blocks are built in the database as steps arrive, so a
+    downsampled chart of a long run reads one block per bucket instead of every row."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_blocks")
+    key = models.CharField(max_length=100)
+    width = models.PositiveIntegerField()
+    start = models.PositiveIntegerField()
+    min_step = models.PositiveIntegerField()
+    min_value = models.FloatField()
+    max_step = models.PositiveIntegerField()
+    max_value = models.FloatField()
+    first_step = models.PositiveIntegerField()
+    first_value = models.FloatField()
+    last_step = models.PositiveIntegerField()
+    last_value = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "width", "key", "start"],
+                                               name="metricblock_unique_run_width_key_start")]
+
+
+class AttemptOutcome(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    CRASHED = "crashed", "Crashed"
+    INTERRUPTED = "interrupted", "Interrupted"
+
+
+class RunAttempt(models.Model):
+    """One claim of a run by a worker: who, when, how it ended, and the step it resumed
+    from (None when it started from scratch)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempts")
+    attempt = models.PositiveIntegerField()
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices,
+                               default=AttemptOutcome.RUNNING)
+    resumed_from_step = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "attempt"]
+        constraints = [models.UniqueConstraint(fields=["run", "attempt"],
+                                               name="runattempt_unique_run_attempt")]
 
 
 class Sample(models.Model):

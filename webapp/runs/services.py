@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 
@@ -17,9 +18,18 @@ from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_get_for_user
 from webapp.errors import Invalid, ServiceError, WrongState
 from webapp.queueing import enqueue
-from webapp.runs import events
-from webapp.runs.models import Checkpoint, Metric, Run, RunStatus, Sample
+from webapp.runs import events, series
+from webapp.runs.models import (
+    AttemptOutcome,
+    Checkpoint,
+    Metric,
+    Run,
+    RunAttempt,
+    RunStatus,
+    Sample,
+)
 from webapp.runs.registry import BASE_KINDS, model_resolve
+from webapp.runs.summaries import summary_update_for_step
 
 
 class StaleAttempt(Exception):
@@ -117,14 +127,18 @@ def run_cancel(*, run: Run) -> Run:
 # --- writes from the worker (each names its attempt) ---
 
 def run_claim(*, run_id: int, worker: str) -> int | None:
-    """Move a queued run to running with a new attempt id; None if it is not queued."""
+    """Move a queued run to running with a new attempt id (recorded as a
+    :class:`RunAttempt`); None if it is not queued. ``started_at`` stays the first start."""
+    now = timezone.now()
     with transaction.atomic():
         claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, attempt=F("attempt") + 1, started_at=timezone.now(),
-            heartbeat_at=timezone.now(), worker=worker[:200])
+            status=RunStatus.RUNNING, attempt=F("attempt") + 1,
+            started_at=Coalesce(F("started_at"), now), heartbeat_at=now, worker=worker[:200])
         if not claimed:
             return None
-        attempt = Run.objects.values_list("attempt", flat=True).get(pk=run_id)
+        attempt, step = Run.objects.values_list("attempt", "step").get(pk=run_id)
+        RunAttempt.objects.create(run_id=run_id, attempt=attempt, worker=worker[:200],
+                                  started_at=now, resumed_from_step=step or None)
     events.publish(run_id, "status", {"status": RunStatus.RUNNING, "attempt": attempt})
     return attempt
 
@@ -148,12 +162,19 @@ def run_record_step(*, run_id: int, attempt: int, step: int,
                     metrics: Mapping[str, float]) -> None:
     """Store one step's metrics (idempotent per run/step/key) and push them to live viewers."""
     clean = {k: float(v) for k, v in metrics.items() if v == v}  # drop NaN
+    now = timezone.now()
     with transaction.atomic():
-        if not _current(run_id, attempt).update(step=step, heartbeat_at=timezone.now()):
+        current = _current(run_id, attempt)
+        algorithm, started_at = current.values_list("algorithm", "started_at").first() or (
+            None, None)
+        if algorithm is None or not current.update(
+                step=step, heartbeat_at=now, **summary_update_for_step(
+                    algorithm=algorithm, metrics=clean, started_at=started_at, now=now)):
             raise StaleAttempt(f"run {run_id} attempt {attempt} is no longer current")
         Metric.objects.bulk_create(
             [Metric(run_id=run_id, step=step, key=k, value=v) for k, v in clean.items()],
             ignore_conflicts=True)
+        series.blocks_build_at(run_id=run_id, step=step)
     events.publish(run_id, "step", {"step": step, "metrics": clean})
 
 
@@ -181,8 +202,15 @@ def run_finish(*, run_id: int, attempt: int, status: str, error: str = "",
     """End the run (succeeded, failed or cancelled) if this attempt still owns it."""
     if status not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
         raise ServiceError(f"not a final status: {status}")
-    done = _current(run_id, attempt).update(status=status, finished_at=timezone.now(),
-                                            error=error[:20_000], stop_reason=stop_reason)
+    now = timezone.now()
+    with transaction.atomic():
+        started_at = _current(run_id, attempt).values_list("started_at", flat=True).first()
+        done = _current(run_id, attempt).update(
+            status=status, finished_at=now, error=error[:20_000], stop_reason=stop_reason,
+            wall_s=(now - started_at).total_seconds() if started_at else None)
+        if done:
+            RunAttempt.objects.filter(run_id=run_id, attempt=attempt).update(
+                ended_at=now, outcome=AttemptOutcome(status))
     if done:
         events.publish_end(run_id, {"status": status, "error": error[:2000],
                                     "stop_reason": stop_reason})
