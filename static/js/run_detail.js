@@ -5,32 +5,10 @@
   const page = document.getElementById("run-page");
   if (!page) return;
   const maxSteps = Number(page.dataset.maxSteps);
-  // Each chart shows the metric keys it lists (or matches); it appears when its first point does.
-  const CHARTS = [
-    { title: "Reward", match: (k) => k === "reward/mean" || /^reward\/[^/]+\/mean$/.test(k) },
-    { title: "Reward std / groups with zero std", keys: ["reward/std", "reward/frac_zero_std"] },
-    { title: "KL to reference", keys: ["kl/mean"] },
-    { title: "Entropy", keys: ["entropy/mean"] },
-    { title: "Loss", match: (k) => k.startsWith("loss/") && k !== "loss/value" && k !== "loss/train" },
-    { title: "Value loss", keys: ["loss/value"] },
-    { title: "Critic", keys: ["value/explained_var", "value/clip_frac"] },
-    { title: "Policy change", keys: ["kl/approx", "clip/policy_frac"] },
-    { title: "KL coefficient", keys: ["kl/coef"] },
-    { title: "Clip ratios", keys: ["clip/low", "clip/high", "clip/region"] },
-    { title: "Training loss", keys: ["loss/train", "eval/loss"] },
-    { title: "Pairwise accuracy", keys: ["eval/accuracy", "train/accuracy"] },
-    { title: "Held-out margin", keys: ["eval/margin"] },
-    { title: "Scores of chosen and rejected", keys: ["reward/chosen_mean", "reward/rejected_mean"] },
-    { title: "Completion length (tokens)",
-      keys: ["completion/length_mean", "completion/length_min", "completion/length_max"] },
-    { title: "Completion length (characters)", keys: ["completion/chars_mean"] },
-    { title: "Truncated share", keys: ["completion/truncated_frac"] },
-    { title: "Gradient norm", keys: ["optim/grad_norm"] },
-    { title: "Learning rate", keys: ["optim/lr"] },
-    { title: "Tokens per second", keys: ["perf/tokens_per_s", "perf/pairs_per_s"] },
-    { title: "Seconds per step", keys: ["perf/step_s", "perf/generate_s"] },
-    { title: "Peak memory (MB)", keys: ["perf/peak_mem_mb"] },
-  ];
+  const C = window.RLHFCharts;
+  const CHARTS = C.CHARTS;
+  // Past this many steps the history comes downsampled (min/max buckets) from the server.
+  const DOWNSAMPLE_AFTER = 2000;
   const container = document.getElementById("charts");
   const charts = CHARTS.map((spec) => ({ spec, div: null, traces: {} }));
 
@@ -49,7 +27,8 @@
   const stepSeconds = [];
 
   function chartFor(key) {
-    return charts.find((c) => (c.spec.keys ? c.spec.keys.includes(key) : c.spec.match(key)));
+    const i = C.chartIndex(key);
+    return i < 0 ? undefined : charts[i];
   }
 
   // series: {key: {x: [...], y: [...]}} -> append to every chart that shows the key.
@@ -68,11 +47,8 @@
           chart.traces[key] = i;
           return { x: s.x, y: s.y, name: key, mode: "lines+markers", marker: { size: 4 } };
         });
-        Plotly.newPlot(chart.div, data, {
-          title: { text: chart.spec.title, font: { size: 13 } }, uirevision: "run",
-          margin: { l: 50, r: 10, t: 32, b: 32 }, height: 258, showlegend: data.length > 1,
-          legend: { orientation: "h", y: -0.2, font: { size: 10 } }, xaxis: { title: "" },
-        }, { displaylogo: false, responsive: true });
+        Plotly.newPlot(chart.div, data, C.layout(chart.spec.title,
+          { uirevision: "run", showlegend: data.length > 1 }), C.config);
         continue;
       }
       const fresh = items.filter(([key]) => !(key in chart.traces));
@@ -106,14 +82,25 @@
   }
 
   let peakMem = 0;
+  let bestReward = page.dataset.rewardBest ? Number(page.dataset.rewardBest) : -Infinity;
+  const startedAt = Date.parse(page.dataset.startedAt || "");
+  // The live figures of the status card, as the server stores them (summaries.py).
   function showSummary(m) {
     const set = (id, text) => { const el = document.getElementById(id); if (el) el.textContent = text; };
     if ("perf/peak_mem_mb" in m) {
       peakMem = Math.max(peakMem, m["perf/peak_mem_mb"]);
       set("run-peak-mem", Math.round(peakMem) + " MB");
     }
-    if ("perf/tokens_per_s" in m) set("run-throughput", m["perf/tokens_per_s"].toFixed(1) + " tokens/s");
-    if ("perf/elapsed_s" in m) set("run-elapsed", Math.round(m["perf/elapsed_s"]) + " s");
+    if (m["perf/elapsed_s"] > 0 && "perf/tokens_total" in m) {
+      set("run-throughput", (m["perf/tokens_total"] / m["perf/elapsed_s"]).toFixed(1) + " tokens/s");
+    }
+    if (Number.isFinite(startedAt)) set("run-elapsed", Math.round((Date.now() - startedAt) / 1000) + " s");
+    const reward = m[page.dataset.rewardKey];
+    if (reward !== undefined) {
+      bestReward = Math.max(bestReward, reward);
+      set("run-reward-final", reward.toFixed(3));
+      set("run-reward-best", bestReward.toFixed(3));
+    }
   }
 
   function onStep(event) {
@@ -162,7 +149,9 @@
   });
 
   async function start() {
-    const response = await fetch(page.dataset.metricsUrl + "?after=0", { credentials: "same-origin" });
+    const long = Number(page.dataset.step) > DOWNSAMPLE_AFTER;
+    const query = long ? "?points=" + DOWNSAMPLE_AFTER : "?after=0";
+    const response = await fetch(page.dataset.metricsUrl + query, { credentials: "same-origin" });
     if (response.ok) {
       const body = await response.json();
       append(body.series);

@@ -19,6 +19,7 @@ from ninja.errors import HttpError
 from webapp.datasets.api import DatasetOut
 from webapp.errors import Invalid
 from webapp.labeling import selectors, services
+from webapp.labeling.from_samples import batch_create_from_samples
 from webapp.labeling.models import Batch
 
 router = Router(tags=["labeling"])
@@ -40,6 +41,19 @@ class BatchIn(Schema):
     max_prompts: Any = None
     seed: Any = None
     shared: bool = False
+
+
+class SampleRefIn(Schema):
+    run: int
+    step: int
+    index: int
+
+
+class FromSamplesIn(Schema):
+    name: str = ""
+    shared: Any = False
+    # Checked by the service, so a bad entry is a 422 naming it (samples[3]).
+    samples: Any = Field(None, json_schema_extra={"items": SampleRefIn.json_schema()})
 
 
 class AnnotatorOut(Schema):
@@ -70,7 +84,8 @@ class BatchOut(Schema):
     items_ranked_by_you: int
     rankings_total: int
     items_expected: int
-    dataset: int
+    origin: str
+    dataset: int | None
     model: str
     responses_per_prompt: int
     temperature: float
@@ -143,7 +158,7 @@ class Paging(Schema):
     offset: int = Field(0, ge=0)
 
 
-_BATCH_FIELDS = ("id", "name", "status", "shared", "items_expected", "model",
+_BATCH_FIELDS = ("id", "name", "status", "shared", "items_expected", "origin", "model",
                  "responses_per_prompt", "temperature", "top_p", "max_new_tokens",
                  "max_prompts", "seed", "error", "created_at", "started_at", "finished_at")
 
@@ -173,6 +188,17 @@ def create_batch(request: HttpRequest, payload: BatchIn):
         temperature=payload.temperature, top_p=payload.top_p,
         max_new_tokens=payload.max_new_tokens, max_prompts=payload.max_prompts,
         seed=payload.seed, shared=payload.shared)
+    return 201, batch_detail_out(batch, request.user)
+
+
+@router.post("/batches/from-samples", response={201: BatchDetailOut},
+             summary="A batch of completions from runs' samples, ready to rank")
+def create_batch_from_samples(request: HttpRequest, payload: FromSamplesIn):
+    """``samples``: ``[{"run", "step", "index"}, ...]`` naming completions of your runs
+    (``GET /api/runs/{id}/samples`` lists them). Those answering the same prompt become one
+    item (2 to 8 each); nothing is generated."""
+    batch = batch_create_from_samples(owner=request.user, name=payload.name,
+                                      shared=payload.shared, samples=payload.samples)
     return 201, batch_detail_out(batch, request.user)
 
 

@@ -8,9 +8,12 @@ from django.http import FileResponse, Http404, HttpRequest
 from ninja import Field, Query, Router, Schema
 
 from training.config import CONFIG_CLASSES
-from webapp.runs import selectors, services
+from webapp.errors import Invalid
+from webapp.runs import compare, selectors, services
 from webapp.runs.models import Run
 from webapp.runs.registry import model_list
+from webapp.runs.series import POINTS_MAX, POINTS_MIN, X_KEYS, series_downsampled
+from webapp.runs.summaries import summary_of
 
 router = Router(tags=["runs"])
 
@@ -29,6 +32,24 @@ class RunIn(Schema):
     base_model: str = ""
     rewards: Any = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class SummaryOut(Schema):
+    reward_final: float | None
+    reward_best: float | None
+    kl_final: float | None
+    tokens_per_s: float | None
+    peak_mem_mb: float | None
+    wall_s: float | None
+
+
+class AttemptOut(Schema):
+    attempt: int
+    worker: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str
+    resumed_from_step: int | None
 
 
 class RunOut(Schema):
@@ -50,6 +71,8 @@ class RunOut(Schema):
     stop_reason: str
     cancel_requested: bool
     attempt: int
+    summary: SummaryOut
+    attempts: list[AttemptOut]
 
 
 class CheckpointOut(Schema):
@@ -66,10 +89,84 @@ class Paging(Schema):
     offset: int = Field(0, ge=0)
 
 
+_DERIVED = ("dataset", "parent_checkpoint", "summary", "attempts")
+
+
 def run_out(run: Run) -> dict[str, Any]:
-    return {f: getattr(run, f) for f in RunOut.model_fields if f not in (
-        "dataset", "parent_checkpoint")} | {"dataset": run.dataset_id,
-                                            "parent_checkpoint": run.parent_checkpoint_id}
+    return {f: getattr(run, f) for f in RunOut.model_fields if f not in _DERIVED} | {
+        "dataset": run.dataset_id, "parent_checkpoint": run.parent_checkpoint_id,
+        "summary": summary_of(run), "attempts": list(run.attempts.all())}
+
+
+class RunListQuery(Paging):
+    algorithm: str | None = None
+    status: str | None = None
+    dataset: str | None = None
+    base_model: str | None = None
+    q: str | None = None
+    ordering: str | None = Field(None, description="created_at, name, reward_final, "
+                                 "reward_best, wall_s, ... ('-' for descending)")
+
+
+class CompareQuery(Schema):
+    ids: str = Field("", description="run ids, comma-separated (at most "
+                     f"{compare.COMPARE_MAX_RUNS})")
+    keys: str | None = Field(None, description="metric keys, comma-separated; all when left "
+                             "out")
+    points: int = Field(1000, description=f"points per series, {POINTS_MIN} to {POINTS_MAX}")
+    x: str = Field("step", description="step, time (training seconds) or tokens (cumulative "
+                   "completion tokens)")
+
+
+class CompareRunOut(Schema):
+    id: int
+    name: str
+    algorithm: str
+    status: str
+    step: int
+    max_steps: int
+    base_model: str
+    dataset: int
+    dataset_name: str
+    parent_checkpoint: int | None
+    rewards: list[dict[str, Any]]
+    hyperparameters: dict[str, Any]
+    summary: SummaryOut
+
+
+class DiffRowOut(Schema):
+    field: str
+    values: list[Any]
+    differs: bool
+
+
+class CompareOut(Schema):
+    runs: list[CompareRunOut]
+    diff: list[DiffRowOut]
+    ratios: dict[str, float] | None
+    series: dict[str, dict[str, dict[str, list[float]]]]
+
+
+class PromptOut(Schema):
+    prompt: str
+    runs: int
+    samples: int
+
+
+def _parse_keys(raw: str | None) -> list[str] | None:
+    if raw is None or not raw.strip():
+        return None
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    if len(keys) > 200 or any(len(k) > 100 for k in keys):
+        raise Invalid("Ask for at most 200 metric keys of at most 100 characters each.",
+                      fields={"keys": "too many or too long"})
+    return keys
+
+
+def _check_points(points: int) -> None:
+    if not POINTS_MIN <= points <= POINTS_MAX:
+        raise Invalid(f"points must be from {POINTS_MIN} to {POINTS_MAX}.",
+                      fields={"points": f"from {POINTS_MIN} to {POINTS_MAX}"})
 
 
 @router.get("/models", response=list[ModelOut])
@@ -98,9 +195,35 @@ def create_run(request: HttpRequest, payload: RunIn):
 
 
 @router.get("/runs", response=list[RunOut])
-def list_runs(request: HttpRequest, paging: Query[Paging]):
-    return [run_out(r) for r in selectors.run_list(user=request.user, limit=paging.limit,
-                                                   offset=paging.offset)]
+def list_runs(request: HttpRequest, query: Query[RunListQuery]):
+    """Filters: ``algorithm``, ``status``, ``dataset`` (id), ``base_model`` (model id),
+    ``q`` (text in the name); ``ordering`` by any summary column (``-`` descending)."""
+    filters = selectors.RunFilters.parse(query.dict())
+    return [run_out(r) for r in selectors.run_list(user=request.user, filters=filters,
+                                                   limit=query.limit, offset=query.offset)]
+
+
+@router.get("/runs/compare", response=CompareOut)
+def compare_runs(request: HttpRequest, query: Query[CompareQuery]):
+    """Settings, diff, summary and metric series of several runs, each series downsampled
+    to at most ``points`` points by min/max buckets (see API.md "Compare")."""
+    ids = compare.parse_run_ids(query.ids)
+    keys = _parse_keys(query.keys)
+    _check_points(query.points)
+    if query.x not in ("step", *X_KEYS):
+        raise Invalid("x must be step, time or tokens.", fields={"x": "step, time or tokens"})
+    runs = selectors.runs_get_for_user(user=request.user, run_ids=ids)
+    return {"runs": [run_out(r) | {"dataset_name": r.dataset.name} for r in runs],
+            "diff": compare.run_settings_diff(runs),
+            "ratios": compare.ppo_grpo_ratios(runs),
+            "series": compare.compare_series(runs, keys=keys, points=query.points, x=query.x)}
+
+
+@router.get("/runs/compare/prompts", response=list[PromptOut])
+def compare_prompts(request: HttpRequest, ids: str = ""):
+    """Prompts that occur in the samples of the runs, those in the most runs first."""
+    runs = selectors.runs_get_for_user(user=request.user, run_ids=compare.parse_run_ids(ids))
+    return list(compare.sample_prompts(runs))
 
 
 @router.get("/runs/{run_id}", response=RunOut)
@@ -115,18 +238,40 @@ def cancel_run(request: HttpRequest, run_id: int):
 
 
 @router.get("/runs/{run_id}/metrics")
-def run_metrics(request: HttpRequest, run_id: int, after: int = 0):
+def run_metrics(request: HttpRequest, run_id: int, after: int = 0, points: int | None = None):
+    """Steps after ``after``; with ``points``, the whole history downsampled on the server to
+    at most that many points per series (min/max buckets)."""
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
-    return selectors.run_metrics_since(run=run, after=after)
+    if points is None:
+        return selectors.run_metrics_since(run=run, after=after)
+    _check_points(points)
+    return {"last_step": run.step, "series": series_downsampled(run=run, points=points)}
+
+
+PROMPT_MAX = 100_000
 
 
 @router.get("/runs/{run_id}/samples")
-def run_samples(request: HttpRequest, run_id: int, step: int | None = None):
+def run_samples(request: HttpRequest, run_id: int, step: int | None = None,
+                prompt: str | None = None):
+    """The samples of ``step`` (default: the latest step with samples), only those of
+    ``prompt`` when it is given."""
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
-    shown, samples = selectors.run_samples(run=run, step=step)
+    if prompt is not None and len(prompt) > PROMPT_MAX:
+        raise Invalid("prompt is too long.", fields={"prompt": f"at most {PROMPT_MAX}"})
+    shown, samples = selectors.run_samples(run=run, step=step, prompt=prompt)
     return [{"step": s.step, "index": s.index, "prompt": s.prompt, "completion": s.completion,
              "rewards": s.rewards, "reward": s.reward, "advantage": s.advantage}
             for s in samples]
+
+
+@router.get("/runs/{run_id}/samples/steps")
+def run_sample_steps(request: HttpRequest, run_id: int, prompt: str | None = None):
+    """``{"steps": [...]}``: the steps that kept samples (of ``prompt``, when given)."""
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    if prompt is not None and len(prompt) > PROMPT_MAX:
+        raise Invalid("prompt is too long.", fields={"prompt": f"at most {PROMPT_MAX}"})
+    return {"steps": selectors.run_sample_steps(run=run, prompt=prompt)}
 
 
 @router.get("/runs/{run_id}/checkpoints", response=list[CheckpointOut])

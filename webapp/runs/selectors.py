@@ -2,19 +2,107 @@
 :func:`run_get_for_user`, so another user's run is a 404 everywhere."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Max, QuerySet
+from django.db.models import F, OrderBy, QuerySet
 from django.http import Http404
 
-from webapp.runs.models import Checkpoint, Metric, Run, Sample
+from webapp.errors import Invalid
+from webapp.runs.models import Algorithm, Checkpoint, Metric, Run, RunStatus, Sample
+from webapp.runs.summaries import Summary, summary_of
+
+# ?ordering= names and the column each sorts by; "-name" sorts descending. Runs without a
+# value (a reward model has no KL) come last either way.
+RUN_ORDERINGS = {
+    "created_at": "created_at", "name": "name", "status": "status", "algorithm": "algorithm",
+    "step": "step", "base_model": "base_model", "dataset": "dataset__name",
+    "reward_final": "reward_final", "reward_best": "reward_best", "kl_final": "kl_final",
+    "tokens_per_s": "tokens_per_s", "peak_mem_mb": "peak_mem_mb", "wall_s": "wall_s",
+}
+DEFAULT_ORDERING = "-created_at"
+QUERY_MAX = 200
 
 
-def run_list(*, user: AbstractBaseUser | AnonymousUser, limit: int = 50,
-             offset: int = 0) -> QuerySet[Run]:
-    qs = Run.objects.filter(owner_id=user.pk).select_related("dataset")
-    return qs[offset:offset + limit]
+@dataclass(frozen=True)
+class RunFilters:
+    """What ``GET /api/runs`` and the runs page filter by; None means any."""
+
+    algorithm: str | None = None
+    status: str | None = None
+    dataset: int | None = None
+    base_model: str | None = None
+    q: str | None = None
+    ordering: str = DEFAULT_ORDERING
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> RunFilters:
+        """From query parameters; a value that cannot be one is a 422 naming it."""
+        fields: dict[str, str] = {}
+
+        def text(name: str) -> str | None:
+            value = str(params.get(name) or "").strip()
+            if len(value) > QUERY_MAX:
+                fields[name] = f"at most {QUERY_MAX} characters"
+            return value or None
+
+        algorithm, status, base_model, q = (text("algorithm"), text("status"),
+                                            text("base_model"), text("q"))
+        if algorithm and algorithm not in Algorithm.values:
+            fields["algorithm"] = "one of " + ", ".join(Algorithm.values)
+        if status and status not in RunStatus.values:
+            fields["status"] = "one of " + ", ".join(RunStatus.values)
+        dataset = text("dataset")
+        if dataset and not (dataset.isascii() and dataset.isdigit() and len(dataset) < 19):
+            fields["dataset"] = "a dataset id"
+        ordering = text("ordering") or DEFAULT_ORDERING
+        if ordering.removeprefix("-") not in RUN_ORDERINGS:
+            fields["ordering"] = "one of " + ", ".join(RUN_ORDERINGS) + " (- for descending)"
+        if fields:
+            raise Invalid("Check these filters: " + "; ".join(
+                f"{k}: {v}" for k, v in fields.items()) + ".", fields=fields)
+        return cls(algorithm=algorithm, status=status,
+                   dataset=int(dataset) if dataset else None, base_model=base_model, q=q,
+                   ordering=ordering)
+
+
+def _order(ordering: str) -> list[OrderBy]:
+    column = F(RUN_ORDERINGS[ordering.removeprefix("-")])
+    first = column.desc(nulls_last=True) if ordering.startswith("-") else column.asc(
+        nulls_last=True)
+    return [first, F("id").desc()]
+
+
+def run_list(*, user: AbstractBaseUser | AnonymousUser, filters: RunFilters | None = None,
+             limit: int = 50, offset: int = 0) -> QuerySet[Run]:
+    """The user's runs matching ``filters``, sorted by its ordering, one page of them."""
+    return run_filtered(user=user, filters=filters).select_related(
+        "dataset").prefetch_related("attempts")[offset:offset + limit]
+
+
+def run_filtered(*, user: AbstractBaseUser | AnonymousUser,
+                 filters: RunFilters | None = None) -> QuerySet[Run]:
+    f = filters or RunFilters()
+    qs = Run.objects.filter(owner_id=user.pk)
+    if f.algorithm:
+        qs = qs.filter(algorithm=f.algorithm)
+    if f.status:
+        qs = qs.filter(status=f.status)
+    if f.dataset is not None:
+        qs = qs.filter(dataset_id=f.dataset)
+    if f.base_model:
+        qs = qs.filter(base_model=f.base_model)
+    if f.q:
+        qs = qs.filter(name__icontains=f.q)
+    return qs.order_by(*_order(f.ordering))
+
+
+def run_base_models(*, user: AbstractBaseUser | AnonymousUser) -> list[str]:
+    """The base models the user's runs started from, for the list's filter."""
+    return list(Run.objects.filter(owner_id=user.pk).order_by("base_model")
+                .values_list("base_model", flat=True).distinct())
 
 
 def run_get_for_user(*, user: AbstractBaseUser | AnonymousUser, run_id: int | str) -> Run:
@@ -23,6 +111,17 @@ def run_get_for_user(*, user: AbstractBaseUser | AnonymousUser, run_id: int | st
             pk=int(run_id), owner_id=user.pk)
     except (Run.DoesNotExist, ValueError, TypeError):
         raise Http404("No such run.") from None
+
+
+def runs_get_for_user(*, user: AbstractBaseUser | AnonymousUser, run_ids: list[int]
+                      ) -> list[Run]:
+    """The runs in ``run_ids`` order; a 404 when any is missing or another user's (the
+    answer does not say which, so ids do not leak)."""
+    found = {r.pk: r for r in Run.objects.filter(pk__in=run_ids, owner_id=user.pk)
+             .select_related("dataset", "parent_checkpoint").prefetch_related("attempts")}
+    if len(found) != len(set(run_ids)):
+        raise Http404("No such run.")
+    return [found[i] for i in run_ids]
 
 
 def run_metrics_since(*, run: Run, after: int = 0) -> dict[str, Any]:
@@ -39,9 +138,13 @@ def run_metrics_since(*, run: Run, after: int = 0) -> dict[str, Any]:
     return {"last_step": last, "series": series}
 
 
-def run_samples(*, run: Run, step: int | None = None) -> tuple[int | None, QuerySet[Sample]]:
-    """Samples of ``step`` (default: the latest step that has any) and that step."""
+def run_samples(*, run: Run, step: int | None = None, prompt: str | None = None
+                ) -> tuple[int | None, QuerySet[Sample]]:
+    """Samples of ``step`` (default: the latest step that has any) and that step; only
+    those of ``prompt`` when given."""
     qs = Sample.objects.filter(run=run)
+    if prompt is not None:
+        qs = qs.filter(prompt=prompt)
     if step is None:
         latest = qs.order_by("-step").values_list("step", flat=True).first()
         if latest is None:
@@ -50,9 +153,11 @@ def run_samples(*, run: Run, step: int | None = None) -> tuple[int | None, Query
     return step, qs.filter(step=step).order_by("index")
 
 
-def run_sample_steps(*, run: Run) -> list[int]:
-    return list(Sample.objects.filter(run=run).order_by("step")
-                .values_list("step", flat=True).distinct())
+def run_sample_steps(*, run: Run, prompt: str | None = None) -> list[int]:
+    qs = Sample.objects.filter(run=run)
+    if prompt is not None:
+        qs = qs.filter(prompt=prompt)
+    return list(qs.order_by("step").values_list("step", flat=True).distinct())
 
 
 def checkpoint_list(*, run: Run) -> QuerySet[Checkpoint]:
@@ -68,12 +173,6 @@ def checkpoint_get_for_user(*, user: AbstractBaseUser | AnonymousUser,
         raise Http404("No such checkpoint.") from None
 
 
-def run_summary(*, run: Run) -> dict[str, float | None]:
-    """Headline figures for the run page: peak memory, last throughput, time spent."""
-    metrics = Metric.objects.filter(run=run)
-    peak = metrics.filter(key="perf/peak_mem_mb").aggregate(v=Max("value"))["v"]
-    last = {key: value for key, value in metrics.filter(
-        key__in=("perf/tokens_per_s", "perf/elapsed_s"), step=run.step).values_list(
-        "key", "value")}
-    return {"peak_mem_mb": peak, "tokens_per_s": last.get("perf/tokens_per_s"),
-            "elapsed_s": last.get("perf/elapsed_s")}
+def run_summary(*, run: Run) -> Summary:
+    """Headline figures for the run page, as stored when steps were recorded."""
+    return summary_of(run)

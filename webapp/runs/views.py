@@ -5,12 +5,15 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from webapp.datasets.models import Dataset
 from webapp.errors import ServiceError
-from webapp.runs import selectors, services
+from webapp.runs import compare, selectors, services
 from webapp.runs.forms import (
     ALGORITHMS,
     MAX_REWARD_ROWS,
@@ -19,15 +22,77 @@ from webapp.runs.forms import (
     RunForm,
     rewards_from_post,
 )
+from webapp.runs.models import RunStatus
 from webapp.runs.registry import model_list
+from webapp.runs.summaries import REWARD_KEYS
 
 DEFAULT_REWARDS = [{"type": "length", "target": 200, "weight": 1.0}]
 
 
+RUNS_PER_PAGE = 50
+# The runs table's sortable columns: (ordering name, heading, numeric).
+RUN_COLUMNS = [("name", "Name", False), ("status", "Status", False),
+               ("algorithm", "Algorithm", False), ("step", "Steps", True),
+               ("base_model", "Base model", False), ("dataset", "Dataset", False),
+               ("reward_final", "Final reward", True), ("reward_best", "Best reward", True),
+               ("kl_final", "Final KL", True), ("tokens_per_s", "Tokens/s", True),
+               ("peak_mem_mb", "Peak memory", True), ("wall_s", "Wall time", True),
+               ("created_at", "Created", False)]
+
+
 @login_required
 def run_list_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "runs/list.html", {"runs": selectors.run_list(user=request.user,
-                                                                          limit=200)})
+    """Filters, sorting by any column, paging, and a checkbox per row to compare runs."""
+    try:
+        filters = selectors.RunFilters.parse(request.GET)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+        filters = selectors.RunFilters()
+    runs = selectors.run_filtered(user=request.user, filters=filters).select_related("dataset")
+    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "runs/list.html", {
+        "page": page, "runs": page.object_list, "filters": filters, "columns": RUN_COLUMNS,
+        "filtered": filters != selectors.RunFilters(ordering=filters.ordering),
+        "query": query.urlencode(), "algorithms": ALGORITHMS, "statuses": RunStatus.choices,
+        "datasets": Dataset.objects.filter(owner_id=request.user.pk).order_by("name"),
+        "base_models": selectors.run_base_models(user=request.user)})
+
+
+@login_required
+def run_compare_page(request: HttpRequest) -> HttpResponse:
+    """``/runs/compare/?ids=1,2,3`` (the runs page's checkboxes send ``?id=1&id=2``, which
+    is turned into that shareable form)."""
+    if "id" in request.GET:
+        return redirect(reverse("runs:compare") + "?ids=" + ",".join(request.GET.getlist("id")))
+    try:
+        runs = selectors.runs_get_for_user(
+            user=request.user, run_ids=compare.parse_run_ids(request.GET.get("ids", "")))
+    except ServiceError as exc:
+        messages.error(request, exc.detail + " Tick two or more runs and press Compare.")
+        return redirect("runs:list")
+    diff = compare.run_settings_diff(runs)
+    return render(request, "runs/compare.html", {
+        "runs": runs, "ids": ",".join(str(r.pk) for r in runs),
+        "runs_json": [{"id": r.pk, "name": r.name, "index": i, "algorithm": r.algorithm,
+                       "status": r.status} for i, r in enumerate(runs)],
+        "diff": [row | {"shown": [_setting_text(row["field"], v, runs) for v in row["values"]]}
+                 for row in diff],
+        "differing": sum(row["differs"] for row in diff),
+        "ratios": compare.ppo_grpo_ratios(runs)})
+
+
+def _setting_text(field: str, value: object, runs: list) -> str:
+    """A diff cell as a person reads it: dataset names, the parent checkpoint's run."""
+    if value is None:
+        return "–"
+    if field == "dataset":
+        return next((r.dataset.name for r in runs if r.dataset_id == value), str(value))
+    if field == "parent_checkpoint":
+        parent = next(r.parent_checkpoint for r in runs if r.parent_checkpoint_id == value)
+        return f"run {parent.run_id} step {parent.step}"
+    return json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
 
 
 def _form_context(form: RunForm, rewards: list[dict], errors: dict[str, str] | None = None,
@@ -85,7 +150,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     step, samples = selectors.run_samples(run=run)
     return render(request, "runs/detail.html", {
         "run": run, "samples": samples, "sample_step": step,
-        "summary": selectors.run_summary(run=run),
+        "summary": selectors.run_summary(run=run), "reward_key": REWARD_KEYS[run.algorithm],
         "sample_steps": selectors.run_sample_steps(run=run),
         "checkpoints": selectors.checkpoint_list(run=run),
         "config_json": json.dumps({"rewards": run.rewards,
