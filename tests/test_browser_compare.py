@@ -84,7 +84,7 @@ def test_two_runs_overlay_smooth_switch_axis_and_hide_together(page, live_server
     page.wait_for_function(f"{_chart('reward/mean')}.data.find(t => t.name === 'lr 3e-5' "
                            "&& !t.meta.raw).visible === 'legendonly'")
     hidden = page.evaluate("[...document.querySelectorAll('.chart')].map(d => d.data.filter("
-                           "t => t.meta.run === '%d').every(t => t.visible !== true))" % b.pk)
+                           f"t => t.meta.run === '{b.pk}').every(t => t.visible !== true))")
     assert all(hidden)
     assert page.get_attribute(f".legend-item[data-run-id='{b.pk}']", "aria-pressed") == "false"
 
