@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 
 from webapp.datasets.models import Dataset
-from webapp.runs import services
+from webapp.runs import attempts
 from webapp.runs.models import Run, RunStatus
 
 GRPO_HP = {"max_steps": 100, "learning_rate": 1e-5, "group_size": 4, "beta": 0.04,
@@ -38,16 +38,16 @@ def make_run(owner, dataset: Dataset, *, name: str = "run", algorithm: str = "gr
         rewards=rewards if rewards is not None else [
             {"type": "length", "target": 200, "weight": 1.0}],
         hyperparameters=hp, max_steps=hp.get("max_steps", steps))
-    attempt = services.run_claim(run_id=run.pk, worker="test-worker")
+    attempt = attempts.run_claim(run_id=run.pk, worker="test-worker")
     assert attempt is not None
     for step in range(1, steps + 1):
-        services.run_record_step(run_id=run.pk, attempt=attempt, step=step,
+        attempts.run_record_step(run_id=run.pk, attempt=attempt, step=step,
                                  metrics=metrics(step))
         if samples is not None:
-            services.run_record_samples(run_id=run.pk, attempt=attempt, step=step,
+            attempts.run_record_samples(run_id=run.pk, attempt=attempt, step=step,
                                         samples=samples(step))
     if finish:
-        services.run_finish(run_id=run.pk, attempt=attempt, status=finish)
+        attempts.run_finish(run_id=run.pk, attempt=attempt, status=finish)
     run.refresh_from_db()
     return run
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import PROMPTS, upload_prompts
-from webapp.runs import services
+from webapp.runs import attempts
 from webapp.runs.models import Checkpoint, Metric, Run, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -151,23 +151,23 @@ def test_metrics_return_only_steps_after_the_cursor(api, run):
 
 
 def test_writes_from_a_stale_attempt_are_refused(run):
-    attempt = services.run_claim(run_id=run["id"], worker="w1")
+    attempt = attempts.run_claim(run_id=run["id"], worker="w1")
     assert attempt == 1
-    services.run_record_step(run_id=run["id"], attempt=1, step=1, metrics={"reward/mean": 1.0})
-    services.run_record_step(run_id=run["id"], attempt=1, step=1, metrics={"reward/mean": 9.0})
+    attempts.run_record_step(run_id=run["id"], attempt=1, step=1, metrics={"reward/mean": 1.0})
+    attempts.run_record_step(run_id=run["id"], attempt=1, step=1, metrics={"reward/mean": 9.0})
     assert list(Metric.objects.values_list("step", "value")) == [(1, 1.0)]  # idempotent
     Run.objects.filter(pk=run["id"]).update(attempt=2)  # a newer attempt took over
-    with pytest.raises(services.StaleAttempt):
-        services.run_record_step(run_id=run["id"], attempt=1, step=2, metrics={"x": 1.0})
-    assert not services.run_finish(run_id=run["id"], attempt=1, status=RunStatus.SUCCEEDED)
-    assert services.run_should_stop(run_id=run["id"], attempt=1)
+    with pytest.raises(attempts.StaleAttempt):
+        attempts.run_record_step(run_id=run["id"], attempt=1, step=2, metrics={"x": 1.0})
+    assert not attempts.run_finish(run_id=run["id"], attempt=1, status=RunStatus.SUCCEEDED)
+    assert attempts.run_should_stop(run_id=run["id"], attempt=1)
     assert Metric.objects.count() == 1
     assert Run.objects.get(pk=run["id"]).status == RunStatus.RUNNING
 
 
 def test_a_run_can_be_claimed_once(run):
-    assert services.run_claim(run_id=run["id"], worker="w1") == 1
-    assert services.run_claim(run_id=run["id"], worker="w2") is None
+    assert attempts.run_claim(run_id=run["id"], worker="w1") == 1
+    assert attempts.run_claim(run_id=run["id"], worker="w2") is None
 
 
 def test_the_models_list_has_the_bundled_tiny_model_and_checkpoints_of_own_runs(api, other_api,

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from webapp.runs import series
+from webapp.runs.attempts import run_claim, run_record_step
 from webapp.runs.models import Metric, MetricBlock, Run, RunStatus
-from webapp.runs.services import run_claim, run_record_step
 
 pytestmark = pytest.mark.django_db
 

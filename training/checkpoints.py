@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -123,12 +125,20 @@ def save_checkpoint_dir(dest: Path, *, model: Any, tokenizer: Any, manifest: dic
                         optimizer: torch.optim.Optimizer, lora: bool,
                         state: dict[str, Any], rng: dict[str, torch.Tensor]) -> Path:
     """A whole checkpoint: the plain model directory and, beside it, what resuming needs
-    (the LoRA adapter on its own when ``lora``, since the model directory holds it merged)."""
-    save_model_dir(model, tokenizer, dest, manifest)
+    (the LoRA adapter on its own when ``lora``, since the model directory holds it merged).
+    Written under a temporary name and renamed when complete, so ``dest`` is either whole or
+    absent: a process killed while saving leaves no half checkpoint to resume from."""
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model_dir(model, tokenizer, tmp, manifest)
     adapter = None
     if lora:
         from peft import get_peft_model_state_dict
 
         adapter = get_peft_model_state_dict(model)
-    save_training_state(dest, optimizer=optimizer, state=state, rng=rng, adapter=adapter)
+    save_training_state(tmp, optimizer=optimizer, state=state, rng=rng, adapter=adapter)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
     return dest

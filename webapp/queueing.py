@@ -8,11 +8,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def enqueue(task: Any, object_id: int, *, on_failure: Callable[[str], object]) -> None:
-    """Send ``task(object_id)``; when the broker cannot be reached, ``on_failure`` records the
-    reason on the object, so nothing sits 'queued' forever without saying why."""
+def enqueue(task: Any, object_id: int, *, on_failure: Callable[[str], object]) -> str | None:
+    """Send ``task(object_id)`` and return the task's id; when the broker cannot be reached,
+    ``on_failure`` records the reason on the object, so nothing sits 'queued' forever without
+    saying why."""
     try:
-        task.delay(object_id)
+        return str(task.delay(object_id).id)
     except Exception as exc:
         log.exception("could not enqueue %s(%s)", getattr(task, "name", task), object_id)
         on_failure(f"Could not reach the task queue: {exc}. Is Redis running?")
+        return None

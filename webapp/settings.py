@@ -95,6 +95,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "webapp.middleware.UploadLimitMiddleware",
+    "webapp.middleware.ApiGZipMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -188,6 +189,20 @@ EVENTS_STREAM_PREFIX = env_str("RLHF_EVENTS_PREFIX", "rlhf:run-events:")
 EVENTS_STREAM_MAXLEN = env_int("RLHF_EVENTS_MAXLEN", 100_000)
 EVENTS_STREAM_TTL_S = env_int("RLHF_EVENTS_TTL_S", 24 * 3600)
 SSE_KEEPALIVE_S = env_int("RLHF_SSE_KEEPALIVE_S", 15)
+
+# --- crash recovery (webapp/jobs.py) ---
+# A running job writes a heartbeat every RLHF_HEARTBEAT_INTERVAL_S; the reaper (manage.py
+# reap, every RLHF_REAPER_INTERVAL_S) calls one whose heartbeat is older than
+# RLHF_HEARTBEAT_TIMEOUT_S crashed and starts a new attempt, up to RLHF_MAX_ATTEMPTS in all.
+RLHF_HEARTBEAT_INTERVAL_S = env_int("RLHF_HEARTBEAT_INTERVAL_S", 5)
+RLHF_HEARTBEAT_TIMEOUT_S = env_int("RLHF_HEARTBEAT_TIMEOUT_S", 120)
+RLHF_REAPER_INTERVAL_S = env_int("RLHF_REAPER_INTERVAL_S", 30)
+RLHF_MAX_ATTEMPTS = env_int("RLHF_MAX_ATTEMPTS", 3)
+if not 1 <= RLHF_HEARTBEAT_INTERVAL_S < RLHF_HEARTBEAT_TIMEOUT_S:
+    raise ImproperlyConfigured("RLHF_HEARTBEAT_INTERVAL_S must be at least 1 and below "
+                               "RLHF_HEARTBEAT_TIMEOUT_S, or live runs would be reaped")
+if RLHF_REAPER_INTERVAL_S < 1 or RLHF_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured("RLHF_REAPER_INTERVAL_S and RLHF_MAX_ATTEMPTS must be >= 1")
 
 LOGGING = {
     "version": 1,

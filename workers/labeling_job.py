@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import socket
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,20 +17,24 @@ from django.db import close_old_connections
 from webapp.labeling import services
 from webapp.labeling.models import Batch, BatchStatus
 from webapp.runs.registry import model_resolve
+from workers.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 PROMPTS_PER_CHUNK = 4
 MAX_PROMPT_TOKENS = 1024
 
 
-def run_generation(batch_id: int) -> None:
+def run_generation(batch_id: int, *, worker: str, task_id: str = "") -> None:
     close_old_connections()
-    attempt = services.batch_claim(batch_id=batch_id, worker=socket.gethostname())
+    attempt = services.batch_claim(batch_id=batch_id, worker=worker, task_id=task_id)
     if attempt is None:
-        log.info("batch %s is not queued (claimed elsewhere or finished); skipping", batch_id)
+        log.info("batch %s is not waiting for a worker (claimed elsewhere or finished)",
+                 batch_id)
         return
     try:
-        _generate(batch_id, attempt)
+        with Heartbeat(f"batch-{batch_id}",
+                       lambda: services.batch_heartbeat(batch_id=batch_id, attempt=attempt)):
+            _generate(batch_id, attempt)
     except services.StaleAttempt as exc:
         log.warning("%s", exc)
         return

@@ -1,11 +1,11 @@
-"""Run one training attempt: claim the run, build its config, train, record the outcome."""
+"""Run one training attempt: claim the run, build its config, train (resuming from the last
+checkpoint when an earlier attempt crashed or was interrupted), record the outcome."""
 from __future__ import annotations
 
 import importlib
 import json
 import logging
-import socket
-import threading
+import os
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 from training.checkpoints import make_archive
 from training.config import BaseConfig, build_config
@@ -21,12 +21,12 @@ from training.data import read_rows
 from training.metrics import SampleRecord
 from training.preferences import rows_as_pairs
 from webapp.datasets.models import DatasetKind
-from webapp.runs import services
+from webapp.runs import attempts
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.registry import model_resolve
+from workers.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 5.0
 
 
 class RunSink:
@@ -37,11 +37,11 @@ class RunSink:
         self.run_id, self.attempt = run_id, attempt
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
-        services.run_record_step(run_id=self.run_id, attempt=self.attempt, step=step,
+        attempts.run_record_step(run_id=self.run_id, attempt=self.attempt, step=step,
                                  metrics=metrics)
 
     def log_samples(self, step: int, samples: Sequence[SampleRecord]) -> None:
-        services.run_record_samples(run_id=self.run_id, attempt=self.attempt, step=step,
+        attempts.run_record_samples(run_id=self.run_id, attempt=self.attempt, step=step,
                                     samples=[asdict(s) for s in samples])
 
     def log_checkpoint(self, step: int, path: str) -> None:
@@ -49,31 +49,10 @@ class RunSink:
         directory = Path(path)
         archive = directory.with_suffix(".zip")
         size, digest = make_archive(directory, archive)
-        services.run_record_checkpoint(
+        attempts.run_record_checkpoint(
             run_id=self.run_id, attempt=self.attempt, step=step,
             path=str(directory.relative_to(root)), archive=str(archive.relative_to(root)),
             size_bytes=size, sha256=digest)
-
-
-class Heartbeat(threading.Thread):
-    """Marks the attempt alive every few seconds, even inside a long step."""
-
-    def __init__(self, run_id: int, attempt: int):
-        super().__init__(daemon=True, name=f"heartbeat-{run_id}")
-        self.run_id, self.attempt = run_id, attempt
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.done.wait(HEARTBEAT_S):
-                try:
-                    services.run_heartbeat(run_id=self.run_id, attempt=self.attempt)
-                except services.StaleAttempt:
-                    return
-                except Exception:  # a transient database error must not kill the run
-                    log.exception("heartbeat of run %s failed", self.run_id)
-        finally:
-            connection.close()
 
 
 # The engine module of each algorithm; each has train(config, *, sink, should_stop).
@@ -106,8 +85,10 @@ def _pairs_file(run: Run, output_dir: Path) -> Path:
 
 
 def build_run_config(run: Run) -> BaseConfig:
+    """The engine's config of the run's current attempt. Each attempt writes its checkpoints
+    under a directory of its own, so a zombie attempt cannot overwrite a newer one's files."""
     entry = model_resolve(user=run.owner, model_id=run.base_model)
-    output_dir = Path(settings.CHECKPOINTS_DIR) / f"run-{run.pk}"
+    output_dir = Path(settings.CHECKPOINTS_DIR) / f"run-{run.pk}" / f"attempt-{run.attempt}"
     internal: dict[str, Any] = {"model_path": str(entry.path), "output_dir": str(output_dir)}
     if run.algorithm == "reward_model":
         internal["dataset_path"] = str(_pairs_file(run, output_dir))
@@ -117,32 +98,53 @@ def build_run_config(run: Run) -> BaseConfig:
     return build_config(run.algorithm, run.hyperparameters, **internal)
 
 
-def run_training(run_id: int) -> None:
+def run_training(run_id: int, *, worker: str, task_id: str = "") -> None:
     close_old_connections()
-    attempt = services.run_claim(run_id=run_id, worker=socket.gethostname())
+    attempt = attempts.run_claim(run_id=run_id, worker=worker, task_id=task_id,
+                                 pid=os.getpid())
     if attempt is None:
-        log.info("run %s is not queued (cancelled or claimed elsewhere); skipping", run_id)
+        log.info("run %s is not waiting for a worker (cancelled, or claimed elsewhere)", run_id)
         return
-    heartbeat = Heartbeat(run_id, attempt)
-    heartbeat.start()
-    try:
-        status, error, reason = _train(run_id, attempt)
-    finally:
-        heartbeat.done.set()
-    services.run_finish(run_id=run_id, attempt=attempt, status=status, error=error,
+    beat = lambda: _beat(run_id, attempt)  # noqa: E731
+    with Heartbeat(f"run-{run_id}", beat):
+        outcome = _train(run_id, attempt)
+    if outcome is None:
+        attempts.run_interrupted(run_id=run_id, attempt=attempt)
+        return
+    status, error, reason = outcome
+    attempts.run_finish(run_id=run_id, attempt=attempt, status=status, error=error,
                         stop_reason=reason)
 
 
-def _train(run_id: int, attempt: int) -> tuple[str, str, str]:
+def _beat(run_id: int, attempt: int) -> bool:
+    try:
+        attempts.run_heartbeat(run_id=run_id, attempt=attempt)
+    except attempts.StaleAttempt:
+        return False
+    return True
+
+
+def _resume_point(run_id: int, attempt: int) -> str | None:
+    """The directory a later attempt resumes from: the run's last recorded checkpoint."""
+    if attempt == 1:
+        return None
+    checkpoint = attempts.last_checkpoint(run_id=run_id)
+    return str(checkpoint.directory) if checkpoint else None
+
+
+def _train(run_id: int, attempt: int) -> tuple[str, str, str] | None:
+    """(status, error, stop reason) of the attempt, or None when it was interrupted by its
+    worker shutting down (it wrote a checkpoint; the run goes back to the queue)."""
     try:
         run = Run.objects.select_related("dataset", "owner").get(pk=run_id)
         config = build_run_config(run)
         # torch is imported here, in the worker's child process, never at start-up
         engine = importlib.import_module(ENGINES[run.algorithm])
-        result, _ = engine.train(config, sink=RunSink(run_id, attempt),
-                          should_stop=lambda: services.run_should_stop(run_id=run_id,
-                                                                       attempt=attempt))
-    except services.StaleAttempt as exc:
+        result, _ = engine.train(
+            config, sink=RunSink(run_id, attempt),
+            should_stop=lambda: attempts.run_should_stop(run_id=run_id, attempt=attempt),
+            resume_from=_resume_point(run_id, attempt))
+    except attempts.StaleAttempt as exc:
         log.warning("%s", exc)
         return str(RunStatus.FAILED), "", "stale attempt"
     except Exception as exc:
@@ -150,5 +152,9 @@ def _train(run_id: int, attempt: int) -> tuple[str, str, str]:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return str(RunStatus.FAILED), f"{detail}\n\n{traceback.format_exc(limit=8)}", "error"
     if result.stop_reason == "cancelled":
+        flags = Run.objects.values_list("cancel_requested", "interrupt_requested").get(
+            pk=run_id)
+        if flags == (False, True):
+            return None
         return str(RunStatus.CANCELLED), "", "cancelled"
     return str(RunStatus.SUCCEEDED), "", result.stop_reason

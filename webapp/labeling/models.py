@@ -16,9 +16,12 @@ class BatchStatus(models.TextChoices):
     GENERATING = "generating", "Generating"
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
+    # The worker stopped sending heartbeats; a new attempt generates the rest.
+    CRASHED = "crashed", "Crashed"
 
 
 TERMINAL_STATUSES = (BatchStatus.READY, BatchStatus.FAILED)
+CLAIMABLE_STATUSES = (BatchStatus.QUEUED, BatchStatus.CRASHED)
 
 
 class BatchOrigin(models.TextChoices):
@@ -66,6 +69,9 @@ class Batch(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     attempt = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    task_id = models.CharField(max_length=200, blank=True)
+    crashes = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -79,7 +85,7 @@ class Batch(models.Model):
 
     @property
     def is_generating(self) -> bool:
-        return self.status in (BatchStatus.QUEUED, BatchStatus.GENERATING)
+        return self.status in (BatchStatus.QUEUED, BatchStatus.GENERATING, BatchStatus.CRASHED)
 
 
 class Item(models.Model):

@@ -8,16 +8,17 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.http import Http404
 from django.utils import timezone
 
+from webapp import jobs
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_get_for_user
 from webapp.datasets.services import dataset_create_from_rows
 from webapp.errors import Invalid, ServiceError, WrongState
 from webapp.labeling import selectors
 from webapp.labeling.models import (
+    CLAIMABLE_STATUSES,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
@@ -130,30 +131,45 @@ def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: 
 def _enqueue(batch_id: int) -> None:
     from workers.tasks import generate_batch_task  # the worker side imports training lazily
 
-    enqueue(generate_batch_task, batch_id, on_failure=lambda error: Batch.objects.filter(
-        pk=batch_id, status=BatchStatus.QUEUED).update(
+    task_id = enqueue(generate_batch_task, batch_id, on_failure=lambda error: Batch.objects.filter(
+        pk=batch_id, status__in=CLAIMABLE_STATUSES).update(
             status=BatchStatus.FAILED, finished_at=timezone.now(), error=error))
+    if task_id:
+        Batch.objects.filter(pk=batch_id, status__in=CLAIMABLE_STATUSES).update(task_id=task_id)
 
 
 # --- writes from the worker (each names its attempt) ---
 
-def batch_claim(*, batch_id: int, worker: str) -> int | None:
-    """Move a queued batch to generating with a new attempt id; None if it is not queued."""
-    with transaction.atomic():
-        claimed = Batch.objects.filter(pk=batch_id, status=BatchStatus.QUEUED).update(
-            status=BatchStatus.GENERATING, attempt=F("attempt") + 1,
-            started_at=timezone.now(), worker=worker[:200])
-        if not claimed:
-            return None
-        return Batch.objects.values_list("attempt", flat=True).get(pk=batch_id)
+BATCH_JOB = jobs.JobKind(name="batch", model=Batch, running=str(BatchStatus.GENERATING),
+                         claimable=tuple(str(s) for s in CLAIMABLE_STATUSES),
+                         crashed=str(BatchStatus.CRASHED), failed=str(BatchStatus.FAILED))
+
+
+def batch_claim(*, batch_id: int, worker: str, task_id: str = "") -> int | None:
+    """Claim a queued (or crashed) batch for a new attempt; None if it is not waiting. A
+    later attempt generates only the items not stored yet."""
+    return jobs.job_claim(BATCH_JOB, batch_id, worker=worker, task_id=task_id)
 
 
 def _current(batch_id: int, attempt: int) -> Any:
-    return Batch.objects.filter(pk=batch_id, attempt=attempt, status=BatchStatus.GENERATING)
+    return jobs.job_current(BATCH_JOB, batch_id, attempt)
 
 
 def batch_is_current(*, batch_id: int, attempt: int) -> bool:
     return _current(batch_id, attempt).exists()
+
+
+def batch_heartbeat(*, batch_id: int, attempt: int) -> bool:
+    return jobs.job_heartbeat(BATCH_JOB, batch_id, attempt)
+
+
+def batches_reap(**kwargs: Any) -> list[jobs.Reaped]:
+    """Batches whose generation stopped sending heartbeats: requeued, or failed."""
+    def on_reaped(batch: Batch, requeued: bool) -> None:
+        if requeued:
+            transaction.on_commit(lambda: _enqueue(batch.pk))
+
+    return jobs.jobs_reap(BATCH_JOB, on_reaped=on_reaped, **kwargs)
 
 
 def batch_record_items(*, batch_id: int, attempt: int,

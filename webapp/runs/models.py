@@ -17,9 +17,15 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    # The worker stopped sending heartbeats; a new attempt will resume the run.
+    CRASHED = "crashed", "Crashed"
+    # Stopped on purpose (a worker shutting down) after a checkpoint; waiting for a worker.
+    RESUMING = "resuming", "Resuming"
 
 
 TERMINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+# A worker may claim a run in these: a new run, or one whose last attempt ended unfinished.
+CLAIMABLE_STATUSES = (RunStatus.QUEUED, RunStatus.CRASHED, RunStatus.RESUMING)
 
 
 class Algorithm(models.TextChoices):
@@ -53,7 +59,11 @@ class Run(models.Model):
     stop_reason = models.CharField(max_length=200, blank=True)
     attempt = models.PositiveIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
+    # Set when the worker running it is shutting down: stop, checkpoint, go back to the queue.
+    interrupt_requested = models.BooleanField(default=False)
     worker = models.CharField(max_length=200, blank=True)
+    task_id = models.CharField(max_length=200, blank=True, help_text="the queued task")
+    crashes = models.PositiveIntegerField(default=0)
 
     # The summary the runs list and the compare page show, kept up to date as steps arrive
     # (services.run_record_step) so listing runs never scans their metrics.
@@ -113,8 +123,9 @@ class MetricBlock(models.Model):
     last_value = models.FloatField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "width", "key", "start"],
-                                               name="metricblock_unique_run_width_key_start")]
+        # (run, width, start): a request reads every block of one width in step order.
+        constraints = [models.UniqueConstraint(fields=["run", "width", "start", "key"],
+                                               name="metricblock_unique_run_width_start_key")]
 
 
 class AttemptOutcome(models.TextChoices):
@@ -138,6 +149,8 @@ class RunAttempt(models.Model):
     outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices,
                                default=AttemptOutcome.RUNNING)
     resumed_from_step = models.PositiveIntegerField(null=True, blank=True)
+    task_id = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True, help_text="the worker process")
 
     class Meta:
         ordering = ["run", "attempt"]

@@ -73,7 +73,7 @@ def _insert_blocks(run_id: int, width: int, first: int, last: int) -> None:
     sql = (f"INSERT INTO {_BLOCK} (run_id, width, start, key, {stored}) "
            f"SELECT %s, {width}, bucket * {width} + 1, key, {picked} "
            f"FROM ({_pivot(_candidates(width), f'(step - 1) / {width}')}) p WHERE true "
-           "ON CONFLICT (run_id, width, key, start) DO NOTHING")
+           "ON CONFLICT (run_id, width, start, key) DO NOTHING")
     with connection.cursor() as cursor:
         cursor.execute(sql, [run_id, *[run_id, first, last] * branches])
 
@@ -160,7 +160,7 @@ def _blocks(run_id: int, width: int, keys: Sequence[str] | None) -> list[tuple[A
     columns = ", ".join(f"{p}_step, {p}_value" for p in _POINTS)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT key, {columns} FROM {_BLOCK} WHERE run_id = %s AND width = %s"
-                       f"{key_sql} ORDER BY key, start", [run_id, width, *key_params])
+                       f"{key_sql} ORDER BY start", [run_id, width, *key_params])
         return cursor.fetchall()
 
 
@@ -171,13 +171,18 @@ def _assemble(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[tuple[int, floa
     out: dict[str, list[tuple[int, float]]] = {}
     ends: dict[str, list[tuple[int, float]]] = {}
     for key, ms, mv, xs, xv, fs, fv, ls, lv in rows:
-        points = out.setdefault(key, [])
-        pair = sorted({(ms, mv), (xs, xv)})
-        if not points:
+        points = out.get(key)
+        if points is None:
+            points = out[key] = []
             ends[key] = [(fs, fv), (ls, lv)]
         else:
             ends[key][1] = (ls, lv)
-        points.extend(pair)
+        if ms == xs:
+            points.append((ms, mv))
+        elif ms < xs:
+            points += ((ms, mv), (xs, xv))
+        else:
+            points += ((xs, xv), (ms, mv))
     for key, points in out.items():
         (fs, fv), (ls, lv) = ends[key]
         if points[0][0] != fs:
@@ -213,11 +218,14 @@ def _with_x(run: Run, by_key: dict[str, list[tuple[int, float]]], x: str) -> Ser
     if x == "step":
         return {k: {"x": [s for s, _ in pts], "y": [v for _, v in pts]}
                 for k, pts in by_key.items()}
-    steps = {s for pts in by_key.values() for s, _ in pts}
-    if not steps:
+    if not by_key:
         return {}
-    at = dict(Metric.objects.filter(run=run, key=X_KEYS[x], step__gte=min(steps),
-                                    step__lte=max(steps)).values_list("step", "value"))
+    first = min(pts[0][0] for pts in by_key.values())
+    last = max(pts[-1][0] for pts in by_key.values())
+    with connection.cursor() as cursor:  # one index range of the x key, without the ORM
+        cursor.execute(f"SELECT step, value FROM {_METRIC} WHERE run_id = %s AND key = %s "
+                       "AND step >= %s AND step <= %s", [run.pk, X_KEYS[x], first, last])
+        at = dict(cursor.fetchall())
     out: Series = {}
     for key, pts in by_key.items():
         kept = [(at[s], v) for s, v in pts if s in at]

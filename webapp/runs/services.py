@@ -1,40 +1,24 @@
-"""Writes to runs. Status changes are guarded transitions (conditional UPDATEs whose row count
-says whether they happened); every write from a worker names its attempt and is refused when
-that attempt is no longer the run's current one."""
+"""Writes to runs a person makes: create, cancel. Status changes are guarded transitions
+(conditional UPDATEs whose row count says whether they happened). The worker's writes, each
+naming its attempt, are in :mod:`webapp.runs.attempts`."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 
 from training.config import ConfigError, validate_hyperparameters, validate_rewards
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_get_for_user
-from webapp.errors import Invalid, ServiceError, WrongState
+from webapp.errors import Invalid, WrongState
+from webapp.jobs import drop_task
 from webapp.queueing import enqueue
-from webapp.runs import events, series
-from webapp.runs.models import (
-    AttemptOutcome,
-    Checkpoint,
-    Metric,
-    Run,
-    RunAttempt,
-    RunStatus,
-    Sample,
-)
+from webapp.runs import events
+from webapp.runs.models import CLAIMABLE_STATUSES, Run, RunStatus
 from webapp.runs.registry import BASE_KINDS, model_resolve
-from webapp.runs.summaries import summary_update_for_step
-
-
-class StaleAttempt(Exception):
-    """The run moved on (cancelled, finished or re-attempted); this attempt must stop."""
-
 
 # The dataset kinds each algorithm trains on.
 DATASET_KINDS = {"grpo": (DatasetKind.PROMPTS,), "ppo": (DatasetKind.PROMPTS,),
@@ -102,19 +86,27 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
     return run
 
 
-def _enqueue(run_id: int) -> None:
+def _enqueue(run_id: int, *, fresh: bool = True) -> None:
+    """Queue a training task for the run and remember its id (to drop it when the run is
+    cancelled first). A fresh run starts with an empty event stream; a requeued one keeps
+    its stream for the viewers it already has."""
     from workers.tasks import train_run_task  # the worker side imports training lazily
 
-    events.reset(run_id)  # before the worker can write to it
-    enqueue(train_run_task, run_id, on_failure=lambda error: Run.objects.filter(
-        pk=run_id, status=RunStatus.QUEUED).update(
+    if fresh:
+        events.reset(run_id)  # before the worker can write to it
+    task_id = enqueue(train_run_task, run_id, on_failure=lambda error: Run.objects.filter(
+        pk=run_id, status__in=CLAIMABLE_STATUSES).update(
             status=RunStatus.FAILED, finished_at=timezone.now(), error=error))
+    if task_id:
+        Run.objects.filter(pk=run_id, status__in=CLAIMABLE_STATUSES).update(task_id=task_id)
 
 
 def run_cancel(*, run: Run) -> Run:
-    """Queued runs end at once; running ones get the flag their training loop polls."""
-    if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+    """Runs waiting for a worker (queued, crashed, resuming) end at once and their task is
+    dropped from the queue; running ones get the flag their training loop polls."""
+    if Run.objects.filter(pk=run.pk, status__in=CLAIMABLE_STATUSES).update(
             status=RunStatus.CANCELLED, finished_at=timezone.now(), cancel_requested=True):
+        drop_task(run.task_id)
         events.publish_end(run.pk, {"status": RunStatus.CANCELLED})
     elif not Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             cancel_requested=True):
@@ -124,94 +116,6 @@ def run_cancel(*, run: Run) -> Run:
     return run
 
 
-# --- writes from the worker (each names its attempt) ---
-
-def run_claim(*, run_id: int, worker: str) -> int | None:
-    """Move a queued run to running with a new attempt id (recorded as a
-    :class:`RunAttempt`); None if it is not queued. ``started_at`` stays the first start."""
-    now = timezone.now()
-    with transaction.atomic():
-        claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, attempt=F("attempt") + 1,
-            started_at=Coalesce(F("started_at"), now), heartbeat_at=now, worker=worker[:200])
-        if not claimed:
-            return None
-        attempt, step = Run.objects.values_list("attempt", "step").get(pk=run_id)
-        RunAttempt.objects.create(run_id=run_id, attempt=attempt, worker=worker[:200],
-                                  started_at=now, resumed_from_step=step or None)
-    events.publish(run_id, "status", {"status": RunStatus.RUNNING, "attempt": attempt})
-    return attempt
-
-
-def _current(run_id: int, attempt: int) -> Any:
-    return Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.RUNNING)
-
-
-def run_heartbeat(*, run_id: int, attempt: int) -> None:
-    if not _current(run_id, attempt).update(heartbeat_at=timezone.now()):
-        raise StaleAttempt(f"run {run_id} attempt {attempt} is no longer current")
-
-
-def run_should_stop(*, run_id: int, attempt: int) -> bool:
-    """True once a cancel was asked for, or when this attempt is no longer the run's."""
-    flags = _current(run_id, attempt).values_list("cancel_requested", flat=True).first()
-    return flags is None or bool(flags)
-
-
-def run_record_step(*, run_id: int, attempt: int, step: int,
-                    metrics: Mapping[str, float]) -> None:
-    """Store one step's metrics (idempotent per run/step/key) and push them to live viewers."""
-    clean = {k: float(v) for k, v in metrics.items() if v == v}  # drop NaN
-    now = timezone.now()
-    with transaction.atomic():
-        current = _current(run_id, attempt)
-        algorithm, started_at = current.values_list("algorithm", "started_at").first() or (
-            None, None)
-        if algorithm is None or not current.update(
-                step=step, heartbeat_at=now, **summary_update_for_step(
-                    algorithm=algorithm, metrics=clean, started_at=started_at, now=now)):
-            raise StaleAttempt(f"run {run_id} attempt {attempt} is no longer current")
-        Metric.objects.bulk_create(
-            [Metric(run_id=run_id, step=step, key=k, value=v) for k, v in clean.items()],
-            ignore_conflicts=True)
-        series.blocks_build_at(run_id=run_id, step=step)
-    events.publish(run_id, "step", {"step": step, "metrics": clean})
-
-
-def run_record_samples(*, run_id: int, attempt: int, step: int,
-                       samples: Sequence[Mapping[str, Any]]) -> None:
-    if not _current(run_id, attempt).exists():
-        raise StaleAttempt(f"run {run_id} attempt {attempt} is no longer current")
-    Sample.objects.bulk_create([Sample(run_id=run_id, step=step, **s) for s in samples],
-                               ignore_conflicts=True)
-
-
-def run_record_checkpoint(*, run_id: int, attempt: int, step: int, path: str, archive: str,
-                          size_bytes: int, sha256: str) -> Checkpoint:
-    if not _current(run_id, attempt).exists():
-        raise StaleAttempt(f"run {run_id} attempt {attempt} is no longer current")
-    checkpoint, _ = Checkpoint.objects.update_or_create(
-        run_id=run_id, step=step,
-        defaults={"path": path, "archive": archive, "size_bytes": size_bytes, "sha256": sha256})
-    events.publish(run_id, "checkpoint", {"step": step, "id": checkpoint.pk})
-    return checkpoint
-
-
-def run_finish(*, run_id: int, attempt: int, status: str, error: str = "",
-               stop_reason: str = "") -> bool:
-    """End the run (succeeded, failed or cancelled) if this attempt still owns it."""
-    if status not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
-        raise ServiceError(f"not a final status: {status}")
-    now = timezone.now()
-    with transaction.atomic():
-        started_at = _current(run_id, attempt).values_list("started_at", flat=True).first()
-        done = _current(run_id, attempt).update(
-            status=status, finished_at=now, error=error[:20_000], stop_reason=stop_reason,
-            wall_s=(now - started_at).total_seconds() if started_at else None)
-        if done:
-            RunAttempt.objects.filter(run_id=run_id, attempt=attempt).update(
-                ended_at=now, outcome=AttemptOutcome(status))
-    if done:
-        events.publish_end(run_id, {"status": status, "error": error[:2000],
-                                    "stop_reason": stop_reason})
-    return bool(done)
+def requeue(run_id: int) -> None:
+    """Queue a new attempt of a crashed or interrupted run (it resumes from its checkpoint)."""
+    _enqueue(run_id, fresh=False)
