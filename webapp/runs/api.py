@@ -6,11 +6,15 @@ from typing import Any
 
 from django.http import FileResponse, Http404, HttpRequest
 from ninja import Field, Query, Router, Schema
+from pydantic import StrictInt
 
 from training.config import CONFIG_CLASSES
 from webapp.runs import selectors, services
 from webapp.runs.models import Run
 from webapp.runs.registry import model_list
+from webapp.schemas import OFFSET_MAX, StrictIn
+
+STEP_MAX = 10**9  # ?after= and ?step= beyond any run, within what the database compares
 
 router = Router(tags=["runs"])
 
@@ -22,10 +26,10 @@ class ModelOut(Schema):
     source: str
 
 
-class RunIn(Schema):
+class RunIn(StrictIn):
     name: str = ""
     algorithm: str = "grpo"
-    dataset: int | str | None = None
+    dataset: StrictInt | str | None = None  # not true, nor 1.0: both would read as dataset 1
     base_model: str = ""
     rewards: Any = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
@@ -63,7 +67,7 @@ class CheckpointOut(Schema):
 
 class Paging(Schema):
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
 def run_out(run: Run) -> dict[str, Any]:
@@ -115,13 +119,14 @@ def cancel_run(request: HttpRequest, run_id: int):
 
 
 @router.get("/runs/{run_id}/metrics")
-def run_metrics(request: HttpRequest, run_id: int, after: int = 0):
+def run_metrics(request: HttpRequest, run_id: int, after: int = Query(0, ge=0, le=STEP_MAX)):
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
     return selectors.run_metrics_since(run=run, after=after)
 
 
 @router.get("/runs/{run_id}/samples")
-def run_samples(request: HttpRequest, run_id: int, step: int | None = None):
+def run_samples(request: HttpRequest, run_id: int,
+                step: int | None = Query(None, ge=0, le=STEP_MAX)):
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
     shown, samples = selectors.run_samples(run=run, step=step)
     return [{"step": s.step, "index": s.index, "prompt": s.prompt, "completion": s.completion,
