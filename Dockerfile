@@ -77,7 +77,8 @@ COPY . .
 USER app
 # Into /app/var/data/static (STATIC_ROOT). WhiteNoise also serves straight from the finders
 # (WHITENOISE_USE_FINDERS), so the image's files win even over an older copy on the data volume.
-RUN python manage.py collectstatic --noinput
+# The settings refuse to load without a key; this one lives only for this build step.
+RUN DJANGO_SECRET_KEY=collectstatic-at-build-time-only python manage.py collectstatic --noinput
 
 EXPOSE 8000
 # Threaded workers: every server-sent-events stream holds one thread for as long as a browser

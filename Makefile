@@ -10,6 +10,10 @@ MODELS_DIR ?= var/models
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 CHROMIUM ?= /usr/bin/chromium
+# Settings refuse to start without DJANGO_SECRET_KEY unless DJANGO_DEBUG is on; a local
+# server keeps a random one here (made once, never committed: var/ is ignored).
+SECRET_KEY_FILE := var/secret-key
+WITH_KEY := DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat $(SECRET_KEY_FILE))}"
 
 .PHONY: install models models-test run test lint browser check-services clean-var
 
@@ -24,6 +28,10 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+$(SECRET_KEY_FILE):
+	@mkdir -p $(dir $@)
+	@(umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > $@)
+
 models: install  ## the bundled models, de-quantised and saved as safetensors (once)
 	$(PY) -m training.modelhub --dest $(MODELS_DIR)
 
@@ -37,14 +45,14 @@ browser:  ## Debian's Chromium for the browser tests (Playwright drives it; no b
 	  else echo "Chromium is missing at $(CHROMIUM): install Debian's chromium (sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium"; exit 1; fi; \
 	fi
 
-check-services: install
-	$(PY) manage.py check_services
+check-services: install $(SECRET_KEY_FILE)
+	$(WITH_KEY) $(PY) manage.py check_services
 
 run: models check-services
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py collectstatic --noinput --verbosity 0
-	@echo "Starting on http://127.0.0.1:$(PORT)/ (web + worker). Ctrl-C stops everything."
-	$(VENV)/bin/honcho --procfile Procfile start --port $(PORT)
+	$(WITH_KEY) $(PY) manage.py migrate --noinput
+	$(WITH_KEY) $(PY) manage.py collectstatic --noinput --verbosity 0
+	@echo "Starting on http://$${RLHF_BIND:-127.0.0.1}:$(PORT)/ (web + worker). Ctrl-C stops everything."
+	$(WITH_KEY) $(VENV)/bin/honcho --procfile Procfile start --port $(PORT)
 
 test: models-test browser check-services
 	CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_ARGS)

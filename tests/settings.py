@@ -12,6 +12,8 @@ os.environ.setdefault("RLHF_MODELS_DIR", str(ROOT / "var" / "models"))
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("RLHF_TRAINING_QUEUE", f"test-training-{os.getpid()}")
 os.environ.setdefault("RLHF_EVENTS_PREFIX", f"rlhf-test-{os.getpid()}:run-events:")
+# Production settings refuse to start without a key; the tests (and their worker) use this one.
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-" + "k7Qw2xZp9R" * 5)
 
 from webapp.settings import *  # noqa: E402,F403
 

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from webapp.datasets import loading, validation
+from webapp.datasets import loading, screening, validation
 from webapp.errors import Invalid, TooLarge, Unsupported
 
-LIMITS = loading.UploadLimits(max_bytes=1_000_000, max_decompressed_bytes=5_000_000,
-                              max_rows=1000)
+LIMITS = screening.UploadLimits(max_bytes=1_000_000, max_decompressed_bytes=5_000_000,
+                                max_rows=1000)
 
 
 def jsonl(*rows: Any) -> bytes:
@@ -33,7 +33,7 @@ def parquet(columns: dict[str, list[Any]]) -> bytes:
 
 
 def load(data: bytes, filename: str, work_dir: Path,
-         limits: loading.UploadLimits = LIMITS) -> datasets.Dataset:
+         limits: screening.UploadLimits = LIMITS) -> datasets.Dataset:
     work_dir.mkdir(exist_ok=True)
     return loading.load_upload([data], filename=filename, work_dir=work_dir, limits=limits)
 
@@ -70,8 +70,8 @@ def test_it_reads_jsonl_prompts_as_text_and_chat_messages(tmp_path):
 
 def test_it_reads_a_json_array_of_objects(tmp_path):
     data = json.dumps([{"prompt": "a"}, {"prompt": "b"}]).encode()
-    assert rows_of(data, "p.json", "prompts", tmp_path / "w") == [{"prompt": "a"},
-                                                                    {"prompt": "b"}]
+    assert rows_of(data, "p.jsonl", "prompts", tmp_path / "w") == [{"prompt": "a"},
+                                                                     {"prompt": "b"}]
 
 
 def test_it_reads_every_csv_cell_as_text(tmp_path):
@@ -97,7 +97,7 @@ def test_it_reads_parquet_with_chat_messages_and_grouped_rankings(tmp_path):
                      "responses": ["a", "b", "c"], "ranking": [2, 1, 2]}]
 
 
-@pytest.mark.parametrize("filename", ["p.jsonl.gz", "p.jsonl", "upload"])
+@pytest.mark.parametrize("filename", ["p.jsonl.gz", "p.jsonl"])
 def test_it_reads_gzipped_jsonl_by_suffix_or_magic_bytes(tmp_path, filename):
     data = gzip.compress(jsonl({"prompt": "a"}, {"prompt": "b"}))
     assert load(data, filename, tmp_path / "w").num_rows == 2
@@ -111,25 +111,44 @@ def test_it_reads_gzipped_csv_and_parquet(tmp_path):
     assert parquet_rows == [{"prompt": "hi"}]
 
 
-@pytest.mark.parametrize(("head", "expected"), [
-    (b'{"prompt": "a"}\n', loading.Format.JSONL),
-    (b"PAR1\x15\x04", loading.Format.PARQUET),
-    (b"prompt,answer\nhi,1\n", loading.Format.CSV),
+@pytest.mark.parametrize(("filename", "expected"), [
+    ("p.jsonl", screening.Format.JSONL), ("P.JSONL.GZ", screening.Format.JSONL),
+    ("p.csv", screening.Format.CSV), ("p.csv.gz", screening.Format.CSV),
+    ("p.parquet", screening.Format.PARQUET), ("p.parquet.gz", screening.Format.PARQUET),
 ])
-def test_it_detects_the_format_from_the_content_when_the_name_has_no_extension(head, expected):
-    assert loading.detect_format("blob", head) is expected
+def test_the_name_decides_the_format(filename, expected):
+    head = b"PAR1\x15\x04" if expected is screening.Format.PARQUET else b"prompt\nhi\n"
+    assert screening.detect_format(filename, head) is expected
 
 
 @pytest.mark.parametrize(("filename", "head"), [
     ("sheet.xlsx", b"PK\x03\x04rest"),
     ("picture.png", b"\x89PNG\r\n\x1a\n\x00\x00"),
     ("notes.txt", b"just some words\n"),
+    ("tool.exe", b"MZ\x90\x00"),
+    ("shell.php", b"<?php system($_GET['c']); ?>"),
+    ("data.json", b'[{"prompt": "a"}]'),
+    ("blob", b'{"prompt": "a"}\n'),
+    ("archive.gz", b'{"prompt": "a"}\n'),
+    ("rows.csv", b"PK\x03\x04rest"),  # a zip named .csv
 ])
-def test_it_refuses_a_format_it_does_not_read_with_415(filename, head):
+def test_it_refuses_a_name_or_format_it_does_not_read_with_415(filename, head):
     with pytest.raises(Unsupported) as caught:
-        loading.detect_format(filename, head)
+        screening.detect_format(filename, head)
     assert caught.value.status == 415
-    assert "Parquet" in caught.value.detail and "CSV" in caught.value.detail
+
+
+@pytest.mark.parametrize(("filename", "head", "says"), [
+    ("page.csv", b"<!DOCTYPE html><html><script>alert(1)</script>", "HTML"),
+    ("page.csv", b"\xef\xbb\xbf  <html><body>hi</body></html>", "HTML"),
+    ("page.jsonl", b"<script>alert(1)</script>\n", "HTML"),
+    ("feed.csv", b"<?xml version='1.0'?><rss/>", "XML"),
+    ("rows.parquet", b"prompt\nhello\n", "not a Parquet file"),
+    ("rows.csv", b"prompt\nhe\x00llo\n", "binary"),
+])
+def test_it_refuses_content_that_contradicts_the_name_with_415(filename, head, says):
+    with pytest.raises(Unsupported, match=says):
+        screening.detect_format(filename, head)
 
 
 @pytest.mark.parametrize("data", [b"", b"  \n\n", gzip.compress(b"")])
@@ -139,7 +158,7 @@ def test_it_rejects_an_empty_file(tmp_path, data):
 
 
 @pytest.mark.parametrize(("data", "filename"), [
-    (b"prompt,answer\n", "p.csv"), (b"[]", "p.json"), (parquet({"prompt": []}), "p.parquet"),
+    (b"prompt,answer\n", "p.csv"), (b"[]", "p.jsonl"), (parquet({"prompt": []}), "p.parquet"),
 ])
 def test_it_rejects_a_file_with_no_rows(tmp_path, data, filename):
     with pytest.raises(Invalid, match="no rows"):
@@ -208,7 +227,7 @@ def test_it_refuses_more_rows_than_the_limit(tmp_path, fmt):
     prompts = [f"p{i}" for i in range(5)]
     data = jsonl(*({"prompt": p} for p in prompts)) if fmt == "jsonl" else parquet(
         {"prompt": prompts})
-    limits = loading.UploadLimits(max_bytes=10**6, max_decompressed_bytes=10**6, max_rows=4)
+    limits = screening.UploadLimits(max_bytes=10**6, max_decompressed_bytes=10**6, max_rows=4)
     with pytest.raises(TooLarge, match="5 rows"):
         load(data, f"p.{fmt}", tmp_path / "w", limits)
 
@@ -226,9 +245,9 @@ def test_reading_every_format_does_not_import_torch(tmp_path):
     script = f"""
 import io, pathlib, sys
 import pyarrow as pa, pyarrow.parquet as pq
-from webapp.datasets import loading, validation
+from webapp.datasets import loading, screening, validation
 buffer = io.BytesIO(); pq.write_table(pa.table({{"prompt": ["a"]}}), buffer)
-limits = loading.UploadLimits(10**6, 10**6, 10)
+limits = screening.UploadLimits(10**6, 10**6, 10)
 for i, (data, name) in enumerate([(b'{{"prompt": "a"}}', "a.jsonl"), (b"prompt\\na", "a.csv"),
                                   (buffer.getvalue(), "a.parquet")]):
     work = pathlib.Path({str(tmp_path)!r}) / str(i); work.mkdir()

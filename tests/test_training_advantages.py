@@ -80,3 +80,31 @@ def test_frac_zero_std_is_zero_when_every_group_varies_and_one_when_none_does():
 def test_group_advantages_reject_an_unknown_scaling():
     with pytest.raises(ValueError, match="unknown advantage scaling"):
         group_advantages(REWARDS, group_size=2, scale="median")
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_eight_rewards_of_0_7_are_an_equal_group_with_exactly_zero_advantage(scale):
+    # 0.7 has no exact float32 form: the mean of eight of them is not 0.7 and their std is
+    # about 6e-8, which divided by (std + 1e-4) gave advantages of 6e-4 of one sign.
+    rewards = torch.full((8,), 0.7)
+    assert rewards.std().item() > 0  # the rounding the detection must not be fooled by
+
+    advantages, metrics = group_advantages(rewards, group_size=8, scale=scale)
+
+    assert advantages.tolist() == [0.0] * 8
+    assert metrics["reward/frac_zero_std"] == 1.0
+    assert metrics["reward/group_std_mean"] == 0.0
+
+
+def test_an_equal_group_beside_a_varied_one_leaves_the_varied_one_as_before():
+    # group 1: eight 0.7s (no signal); group 2: [0, 1] x 4, mean 0.5, unbiased std
+    # sqrt(8 * 0.25 / 7) = 0.53452
+    rewards = torch.tensor([0.7] * 8 + [0.0, 1.0] * 4)
+
+    advantages, metrics = group_advantages(rewards, group_size=8)
+
+    std = math.sqrt(8 * 0.25 / 7)
+    assert advantages[:8].tolist() == [0.0] * 8
+    assert advantages[8:].tolist() == pytest.approx([-0.5 / (std + 1e-4), 0.5 / (std + 1e-4)] * 4,
+                                                    rel=1e-6)
+    assert metrics["reward/frac_zero_std"] == 0.5

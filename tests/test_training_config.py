@@ -197,6 +197,12 @@ def test_validate_rewards_needs_a_non_empty_list(rewards):
     ({"type": "regex", "pattern": ""}, "regex needs pattern"),
     ({"type": "regex", "pattern": "a" * 2001}, "regex needs pattern"),
     ({"type": "regex", "pattern": "(unclosed"}, "not a valid regular expression"),
+    # RE2 runs every pattern in linear time and so refuses what needs backtracking
+    ({"type": "regex", "pattern": r"(a)\1"}, "no backreferences"),
+    ({"type": "regex", "pattern": r"(?=a)a"}, "no backreferences or lookarounds"),
+    ({"type": "regex", "pattern": "(a{1000}){1000}"}, "not a valid regular expression"),
+    ({"type": "regex", "pattern": "\ud800"}, "not valid Unicode"),
+    ({"type": "length", "target": 3, "weight": 1e7}, "weight must be a finite number"),
     ({"type": "exact_match", "column": "missing"}, "exact_match needs column"),
     ({"type": "exact_match", "column": 3}, "exact_match needs column"),
     ({"type": "reward_model"}, "reward_model needs model"),
@@ -209,6 +215,20 @@ def test_validate_rewards_names_the_bad_source(source, message):
 
     assert list(caught.value.fields) == ["rewards[1]"]
     assert message in caught.value.fields["rewards[1]"]
+
+
+def test_validate_rewards_accepts_the_catastrophic_patterns_re2_runs_in_linear_time():
+    clean = validate_rewards([{"type": "regex", "pattern": "(.*)*ZZZ"},
+                              {"type": "regex", "pattern": "(a+)+$"}])
+
+    assert [r["pattern"] for r in clean] == ["(.*)*ZZZ", "(a+)+$"]
+
+
+def test_validate_rewards_refuses_more_than_sixteen_sources():
+    with pytest.raises(ConfigError) as caught:
+        validate_rewards([{"type": "length", "target": 1}] * 17)
+
+    assert "at most 16" in caught.value.fields["rewards"]
 
 
 @pytest.mark.parametrize("weight", [float("inf"), float("-inf")])

@@ -105,3 +105,19 @@ def test_score_weights_a_reward_model_scorer_with_the_rules():
     # 0.5 * [2, 4] + [-1, -1] = [0, 1]
     assert total.tolist() == [0.0, 1.0]
     assert per_source["reward_model"].tolist() == [2.0, 4.0]
+
+
+@pytest.mark.parametrize("pattern", [r"(.*)*ZZZ", r"(a+)+$"])
+def test_a_catastrophic_pattern_scores_long_completions_in_linear_time(pattern):
+    # With a backtracking engine (Python's re) each of these takes exponential time in the
+    # length of a text that fails at the end: 30 characters already take minutes.
+    import time
+
+    completions = ["a" * 200_000 + "b", "x" * 200_000, "a" * 50, "aaaZZZ"]
+    start = time.perf_counter()
+    rewards = regex_reward(["p"] * 4, completions, pattern=pattern)
+    elapsed = time.perf_counter() - start
+
+    expected = [0.0, 0.0, 1.0, 0.0] if pattern == r"(a+)+$" else [0.0, 0.0, 0.0, 1.0]
+    assert rewards == expected
+    assert elapsed < 2.0, f"{pattern} took {elapsed:.2f}s over 400,000 characters"

@@ -17,9 +17,14 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     in TRL. Returns (advantages (B,), metrics).
     """
     grouped = rewards.view(-1, group_size)  # (num_prompts, G)
-    mean = grouped.mean(dim=1, keepdim=True)
-    std = grouped.std(dim=1, keepdim=True)
-    centred = (grouped - mean).reshape(-1)  # (B,)
+    # A group whose rewards are all equal carries no signal. Its float mean need not equal
+    # the rewards (eight rewards of 0.7 average to 0.7 + 6e-8 in float32), which would leave
+    # a std of 6e-8 and advantages of 6e-4 of one sign; so equal groups are found by
+    # comparing the values themselves and get exactly 0.
+    equal = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)  # (num_prompts, 1)
+    mean = torch.where(equal, grouped[:, :1], grouped.mean(dim=1, keepdim=True))
+    std = torch.where(equal, torch.zeros_like(mean), grouped.std(dim=1, keepdim=True))
+    centred = (grouped - mean).reshape(-1)  # (B,); exactly 0 in equal groups
     if scale == "group":
         advantages = centred / (std.expand_as(grouped).reshape(-1) + ADV_EPS)
     elif scale == "batch":
@@ -28,8 +33,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
         advantages = centred
     else:
         raise ValueError(f"unknown advantage scaling {scale!r}")
-    zero_std = torch.isclose(std, torch.zeros_like(std)).float()
-    return advantages, {"reward/frac_zero_std": zero_std.mean().item(),
+    return advantages, {"reward/frac_zero_std": equal.float().mean().item(),
                         "reward/group_std_mean": std.mean().item()}
 
 

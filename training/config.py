@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import re2
 
 Algorithm = Literal["grpo", "ppo", "reward_model"]
 ALGORITHMS: tuple[str, ...] = ("grpo", "ppo", "reward_model")
@@ -42,7 +43,8 @@ class RewardSpec:
     target: int | None = None
     """length: the number of characters that scores 0; others score ``-abs(target - len)``."""
     pattern: str | None = None
-    """regex: a completion scores 1 when the pattern matches it whole (``re.fullmatch``, DOTALL)."""
+    """regex: a completion scores 1 when the pattern matches it whole (a full match, ``.``
+    spanning lines), in RE2 syntax: see :func:`compile_reward_pattern`."""
     column: str | None = None
     """exact_match: the dataset column holding the reference answer."""
     model: str | None = None
@@ -197,6 +199,30 @@ CONFIG_CLASSES: dict[str, type[BaseConfig]] = {
 REWARD_TYPES = ("length", "regex", "exact_match", "reward_model")
 
 
+PATTERN_MAX_CHARS = 2000
+MAX_REWARD_SOURCES = 16
+WEIGHT_MAX = 1e6  # a weight beyond this overflows float32 rewards into infinities
+
+
+def compile_reward_pattern(pattern: str) -> Any:
+    """A user's regex, compiled by RE2 (google-re2): matching takes time linear in the text
+    for every pattern, so no pattern (``(a+)+$``, ``(.*)*ZZZ``) can hang a worker the way
+    backtracking engines such as Python's ``re`` do. The price is RE2's syntax: no
+    backreferences and no lookarounds. Raises ValueError with RE2's reason."""
+    options = re2.Options()
+    options.dot_nl = True  # '.' spans lines, as re.DOTALL
+    options.log_errors = False  # the reason comes back in the exception
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid pattern"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", errors="replace")
+        raise ValueError(str(reason)) from None
+    except UnicodeEncodeError:
+        raise ValueError("the pattern is not valid Unicode text") from None
+
+
 class ConfigError(ValueError):
     """Invalid user settings; ``fields`` maps each offending name to a message."""
 
@@ -284,6 +310,8 @@ def validate_rewards(rewards: Any, *, columns: list[str] | None = None) -> list[
     if not isinstance(rewards, list) or not rewards:
         raise ConfigError({"rewards": "give at least one reward source, e.g. "
                                       '[{"type": "length", "target": 200}]'})
+    if len(rewards) > MAX_REWARD_SOURCES:
+        raise ConfigError({"rewards": f"give at most {MAX_REWARD_SOURCES} reward sources"})
     errors: dict[str, str] = {}
     clean = []
     for i, r in enumerate(rewards):
@@ -297,8 +325,8 @@ def validate_rewards(rewards: Any, *, columns: list[str] | None = None) -> list[
             continue
         weight = r.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
-                not math.isfinite(weight):
-            errors[key] = "weight must be a finite number"
+                not math.isfinite(weight) or abs(weight) > WEIGHT_MAX:
+            errors[key] = f"weight must be a finite number from -{WEIGHT_MAX:g} to {WEIGHT_MAX:g}"
             continue
         item: dict[str, Any] = {"type": r["type"], "weight": float(weight)}
         problem = _check_reward_args(r, item, columns)
@@ -320,12 +348,14 @@ def _check_reward_args(r: dict[str, Any], item: dict[str, Any],
         item["target"] = target
     elif kind == "regex":
         pattern = r.get("pattern")
-        if not isinstance(pattern, str) or not pattern or len(pattern) > 2000:
-            return "regex needs pattern, a regular expression of at most 2000 characters"
+        if not isinstance(pattern, str) or not pattern or len(pattern) > PATTERN_MAX_CHARS:
+            return (f"regex needs pattern, a regular expression of at most {PATTERN_MAX_CHARS} "
+                    "characters")
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            return f"pattern is not a valid regular expression: {exc}"
+            compile_reward_pattern(pattern)
+        except ValueError as exc:
+            return (f"pattern is not a valid regular expression ({exc}); patterns "
+                    "use RE2 syntax, which has no backreferences or lookarounds")
         item["pattern"] = pattern
     elif kind == "exact_match":
         column = r.get("column", "answer")

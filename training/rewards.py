@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import torch
 
-from training.config import RewardSpec
+from training.config import RewardSpec, compile_reward_pattern
 
 RewardFn = Callable[..., list[float]]
 
@@ -29,8 +29,10 @@ def length_reward(prompts: Sequence[str], completions: Sequence[str], *, target:
 
 def regex_reward(prompts: Sequence[str], completions: Sequence[str], *, pattern: str,
                  **_: Any) -> list[float]:
-    """1 when the whole completion (stripped) matches ``pattern`` (``.`` spans lines), else 0."""
-    compiled = re.compile(pattern, re.DOTALL)
+    """1 when the whole completion (stripped) matches ``pattern`` (``.`` spans lines), else 0.
+    RE2 matches in linear time, so a long completion cannot stall the step (see
+    :func:`training.config.compile_reward_pattern`)."""
+    compiled = compile_reward_pattern(pattern)
     return [1.0 if compiled.fullmatch(c.strip()) else 0.0 for c in completions]
 
 

@@ -1,15 +1,21 @@
 """The JSON API (API.md): one NinjaAPI, token or session auth, one error shape."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.security import HttpBearer, django_auth
+from ninja.parser import Parser
+from ninja.security import HttpBearer, SessionAuth
 
+from webapp import strictjson
 from webapp.accounts.services import api_token_authenticate
 from webapp.errors import ServiceError
+from webapp.middleware import body_too_large_detail
 
 
 class BearerAuth(HttpBearer):
@@ -20,8 +26,31 @@ class BearerAuth(HttpBearer):
         return user
 
 
-api = NinjaAPI(title="RLHF workbench API", version="1", auth=[BearerAuth(), django_auth],
-               urls_namespace="api")
+class BrowserSessionAuth(SessionAuth):
+    """The signed-in browser's session, CSRF-checked. A request that sends a token, or has no
+    session, is not a browser's: it gets the 401 of a missing or bad token, never the 403 of
+    a failed CSRF check (which would say nothing about the token)."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if "authorization" in request.headers or not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        return super().authenticate(request, key) if key is not None else None
+
+
+class StrictParser(Parser):
+    """The body as :class:`webapp.middleware.StrictJsonBodyMiddleware` already parsed it."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        if hasattr(request, "json_body"):
+            return request.json_body
+        return strictjson.loads(request.body, max_depth=settings.JSON_MAX_DEPTH)
+
+
+api = NinjaAPI(title="RLHF workbench API", version="1", auth=[BearerAuth(), BrowserSessionAuth()],
+               urls_namespace="api", parser=StrictParser())
 
 
 def _error(request: HttpRequest, status: int, error: str, detail: str,
@@ -54,14 +83,40 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return _error(request, exc.status_code, code, str(exc))
 
 
+@api.exception_handler(SuspiciousOperation)
+def _suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    """Django's refusals of a request's body (too large, too many fields or files)."""
+    if isinstance(exc, RequestDataTooBig):
+        return _error(request, 413, "too_large", body_too_large_detail())
+    return _error(request, 400, "bad_request", f"The request was refused: {exc}")
+
+
+# pydantic names the member of a union each error is about (``dataset.int``); people do not.
+_UNION_TAG = re.compile(r"int|str|float|bool|none|[\w-]+\[.*\]")
+
+
 @api.exception_handler(ValidationError)
 def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    if any(tuple(err.get("loc", ()))[:1] == ("path",) for err in exc.errors):
+        return _error(request, 404, "not_found", "No such object.")  # /api/runs/abc
     fields: dict[str, str] = {}
+    unknown: list[str] = []
     for err in exc.errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query", "form")]
-        fields[".".join(loc) or "body"] = err.get("msg", "invalid")
-    names = ", ".join(fields)
-    return _error(request, 422, "invalid", f"Check these fields: {names}.", fields=fields)
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query", "form")
+               and not _UNION_TAG.fullmatch(str(p))]
+        name = ".".join(loc) or "body"
+        if err.get("type") == "extra_forbidden":
+            unknown.append(name)
+            fields[name] = "unknown field"
+        elif name in fields:  # one member of a union after another: "int or str"
+            fields[name] += " or " + err.get("msg", "invalid").lower()
+        else:
+            fields[name] = err.get("msg", "invalid")
+    detail = f"Check these fields: {', '.join(fields)}."
+    if unknown:
+        detail = (f"Unknown fields: {', '.join(unknown)}; leave them out (this endpoint sets "
+                  "them itself, or has no such setting). " + detail)
+    return _error(request, 422, "invalid", detail, fields=fields)
 
 
 api.add_router("/datasets", "webapp.datasets.api.router")

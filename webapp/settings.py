@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -51,9 +52,13 @@ def env_json(name: str, default: object) -> object:
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and env_bool("RLHF_REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
-    SECRET_KEY = "insecure-local-development-key-change-me"
+    # A public key lets anyone forge sessions, so only a debug (local) server may use one.
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Set it to a long random string, e.g. the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))' (make run keeps one "
+            "in var/secret-key), or set DJANGO_DEBUG=true on a development machine.")
+    SECRET_KEY = "insecure-development-key-used-only-with-DJANGO_DEBUG"
 ALLOWED_HOSTS = env_str("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -74,7 +79,25 @@ if not isinstance(LOCAL_MODELS, dict):
 UPLOAD_MAX_BYTES = env_int("RLHF_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 UPLOAD_MAX_DECOMPRESSED_BYTES = env_int("RLHF_UPLOAD_MAX_DECOMPRESSED_BYTES", 200 * 1024 * 1024)
 UPLOAD_MAX_ROWS = env_int("RLHF_UPLOAD_MAX_ROWS", 1_000_000)
+# One line of a JSONL or CSV file, checked before any parser sees it.
+UPLOAD_MAX_LINE_BYTES = env_int("RLHF_UPLOAD_MAX_LINE_BYTES", 1024 * 1024)
+# Nesting of JSON values, in uploads and API bodies: deep nesting crashes parsers (recursion).
+JSON_MAX_DEPTH = env_int("RLHF_JSON_MAX_DEPTH", 32)
+
+# What one run (or labeling batch) may ask of a worker, whoever asks; a request over a cap is
+# a 422 that names the setting. The engine's own bounds (training/config.py) still apply.
+MAX_STEPS = env_int("RLHF_MAX_STEPS", 10_000)
+MAX_PROMPTS_PER_STEP = env_int("RLHF_MAX_PROMPTS_PER_STEP", 256)
+MAX_GROUP_SIZE = env_int("RLHF_MAX_GROUP_SIZE", 64)
+MAX_NEW_TOKENS = env_int("RLHF_MAX_NEW_TOKENS", 4096)
+MAX_COMPLETIONS_PER_STEP = env_int("RLHF_MAX_COMPLETIONS_PER_STEP", 1024)
+MAX_SEQUENCE_LENGTH = env_int("RLHF_MAX_SEQUENCE_LENGTH", 8192)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# A request body that is not a file (a JSON body, form fields) and how many parts it may have;
+# past them the API answers 413 or 400 in JSON.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RLHF_REQUEST_MAX_BYTES", 2_621_440)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
+DATA_UPLOAD_MAX_NUMBER_FILES = 5
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -85,6 +108,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "axes",
     "webapp.accounts",
     "webapp.datasets",
     "webapp.runs",
@@ -92,9 +116,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it sees every answer under /api/ (and turns any non-JSON error into JSON).
+    "webapp.middleware.ApiErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "webapp.middleware.CanonicalIdMiddleware",
     "webapp.middleware.UploadLimitMiddleware",
+    "webapp.middleware.StrictJsonBodyMiddleware",
     "webapp.middleware.ApiGZipMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -103,6 +131,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -144,6 +174,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# django-axes first: it refuses a locked-out login before the password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -213,3 +246,35 @@ LOGGING = {
 
 # Open sign-up on the login page; turn off where an admin creates the accounts.
 ALLOW_SIGNUP = env_bool("RLHF_ALLOW_SIGNUP", True)
+
+# --- logins: throttled by django-axes ---
+# RLHF_LOGIN_FAILURE_LIMIT failed logins from one address, or for one account, lock that
+# address or account out for RLHF_LOGIN_COOLOFF_S seconds (429 with Retry-After).
+AXES_FAILURE_LIMIT = env_int("RLHF_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("RLHF_LOGIN_COOLOFF_S", 60))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "webapp.accounts.views.login_locked_out"
+AXES_VERBOSE = False
+
+# --- HTTPS and proxies ---
+# RLHF_BEHIND_PROXY: one reverse proxy in front sets X-Forwarded-For/-Proto (and strips what
+# clients send). Only then are those headers believed, for the client's address (login
+# throttling) and for whether the request came over HTTPS.
+BEHIND_PROXY = env_bool("RLHF_BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    AXES_IPWARE_PROXY_COUNT = 1
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+# RLHF_HTTPS: the site is served over HTTPS. Cookies go over HTTPS only, plain HTTP is
+# redirected, and browsers are told (HSTS) to use HTTPS for RLHF_HSTS_SECONDS. The preload
+# flag only consents to browser preload lists; a site is listed only when someone submits it.
+HTTPS = env_bool("RLHF_HTTPS", False)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("RLHF_HSTS_SECONDS", 31_536_000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RLHF_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("RLHF_HSTS_PRELOAD", True)

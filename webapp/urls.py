@@ -1,9 +1,11 @@
 from django.contrib import admin
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 
 from webapp import views
 from webapp.api import api
+from webapp.middleware import body_too_large_detail, json_error
 from webapp.runs import sse
 
 urlpatterns = [
@@ -25,6 +27,26 @@ def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
+
+
+def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's refusals outside the API's handlers (a disallowed host, a body read by a
+    middleware): JSON under /api/, Django's page elsewhere."""
+    if not request.path.startswith("/api/"):
+        from django.views.defaults import bad_request
+
+        return bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        return json_error(413, "too_large", body_too_large_detail())
+    return json_error(400, "bad_request", f"The request was refused: {exception}")
+
+
+def handler403(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not request.path.startswith("/api/"):
+        from django.views.defaults import permission_denied
+
+        return permission_denied(request, exception)
+    return json_error(403, "forbidden", str(exception) or "Not allowed.")
 
 
 def handler500(request: HttpRequest) -> HttpResponse:

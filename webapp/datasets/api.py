@@ -14,6 +14,7 @@ from training.preferences import rows_as_pairs
 from webapp.datasets import selectors, services
 from webapp.datasets.models import Dataset
 from webapp.errors import Invalid
+from webapp.schemas import LIMIT_ACCEPTED_MAX, OFFSET_MAX
 
 router = Router(tags=["datasets"])
 
@@ -37,9 +38,9 @@ class DatasetOut(DatasetSummaryOut):
 
 
 class Paging(Schema):
-    limit: int = Field(LIST_LIMIT_DEFAULT, ge=1,
+    limit: int = Field(LIST_LIMIT_DEFAULT, ge=1, le=LIMIT_ACCEPTED_MAX,
                        description=f"At most {LIST_LIMIT_MAX}; larger values are capped.")
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
 # Each collection route answers with and without the trailing slash; the slashed twin stays

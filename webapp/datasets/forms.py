@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
-from webapp.datasets.loading import ACCEPTED
 from webapp.datasets.models import DatasetKind
+from webapp.datasets.screening import ACCEPTED
 from webapp.errors import ServiceError
 
 # What each kind expects, shown beside the kind select.

@@ -1,5 +1,6 @@
 """Reading an uploaded file, with no Django models and no settings (the caller passes
-:class:`UploadLimits`): format detection, the gzip guard, loading with the Hugging Face
+:class:`UploadLimits`): the gzip guard, the checks before parsing
+(:mod:`webapp.datasets.screening`), loading with the Hugging Face
 ``datasets`` library in memory (its cache goes to a directory the caller removes), and parse
 errors that name the line. Checking the rows per kind is :mod:`webapp.datasets.validation`.
 """
@@ -7,47 +8,33 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import enum
 import gzip
 import json
 import re
 import shutil
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
-import pyarrow.parquet as pq
 
+from webapp import strictjson
+from webapp.datasets.screening import (
+    Format,
+    UploadLimits,
+    check_lines,
+    check_parquet,
+    detect_format,
+    format_from_name,
+)
 from webapp.datasets.validation import MAX_ROWS_LISTED
-from webapp.errors import Invalid, TooLarge, Unsupported
+from webapp.errors import Invalid, TooLarge
 
 _CHUNK = 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
-_PARQUET_MAGIC = b"PAR1"
-_ZIP_MAGIC = b"PK\x03\x04"
 _NO_DATA = "corresponds to no data"  # what ``datasets`` says about a file without rows
-ACCEPTED = ("JSON Lines (.jsonl, .json), CSV (.csv) or Parquet (.parquet), each optionally "
-            "gzipped (.gz)")
-
-
-class Format(enum.StrEnum):
-    JSONL = "jsonl"
-    CSV = "csv"
-    PARQUET = "parquet"
-
-
-EXTENSIONS = {".jsonl": Format.JSONL, ".json": Format.JSONL, ".ndjson": Format.JSONL,
-               ".csv": Format.CSV, ".parquet": Format.PARQUET, ".pq": Format.PARQUET}
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    max_bytes: int
-    max_decompressed_bytes: int
-    max_rows: int
 
 
 def load_upload(chunks: Iterable[bytes], *, filename: str, work_dir: Path,
@@ -57,6 +44,7 @@ def load_upload(chunks: Iterable[bytes], *, filename: str, work_dir: Path,
     Everything written (the copies, the ``datasets`` cache) stays inside ``work_dir``, which the
     caller removes; the returned dataset lives in memory.
     """
+    format_from_name(filename)  # before a byte is read: .exe and .php stop here
     raw = work_dir / "upload.bin"
     size = copy_capped(chunks, raw, max_bytes=limits.max_bytes)
     if size == 0:
@@ -69,6 +57,10 @@ def load_upload(chunks: Iterable[bytes], *, filename: str, work_dir: Path,
     if not _has_content(path):
         raise Invalid("The file is empty.", fields={"file": "empty"})
     fmt = detect_format(filename, _head(path))
+    if fmt is Format.PARQUET:
+        check_parquet(path, limits)
+    else:
+        check_lines(path, fmt, max_line_bytes=limits.max_line_bytes, max_depth=limits.max_depth)
     table = read_table(path, fmt, cache_dir=work_dir / "hf-cache", max_rows=limits.max_rows)
     if table.num_rows == 0:
         raise _no_rows()
@@ -107,35 +99,6 @@ def gunzip_capped(source: Path, dest: Path, *, max_bytes: int) -> int:
     return written
 
 
-def detect_format(filename: str, head: bytes) -> Format:
-    """The file name's extension decides; without a known one, the first bytes do."""
-    if head.startswith(_ZIP_MAGIC):
-        raise Unsupported(f"Zip archives are not supported; upload {ACCEPTED}.")
-    name = filename.lower().removesuffix(".gz")
-    suffix = Path(name).suffix
-    if suffix in EXTENSIONS:
-        return EXTENSIONS[suffix]
-    if head.startswith(_PARQUET_MAGIC):
-        return Format.PARQUET
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text[:1] in (b"{", b"["):
-        return Format.JSONL
-    if _looks_like_csv(head):
-        return Format.CSV
-    shown = f"'{filename}'" if filename else "The file"
-    raise Unsupported(f"{shown} is not a format this server reads; upload {ACCEPTED}.")
-
-
-def _looks_like_csv(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    try:
-        first_line = head.decode("utf-8-sig").splitlines()[0]
-    except (UnicodeDecodeError, IndexError):
-        return False
-    return "," in first_line
-
-
 def _is_gzip(filename: str, path: Path) -> bool:
     return filename.lower().endswith(".gz") or _head(path, 2) == _GZIP_MAGIC
 
@@ -159,7 +122,7 @@ def read_table(path: Path, fmt: Format, *, cache_dir: Path, max_rows: int) -> da
     try:
         with _quiet_datasets():
             if fmt is Format.PARQUET:
-                table = _read_parquet(path, cache_dir, max_rows)
+                table = _read_parquet(path, cache_dir)
             elif fmt is Format.CSV:
                 table = _read_csv(path, cache_dir)
             else:
@@ -191,16 +154,11 @@ def _quiet_datasets() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def _read_parquet(path: Path, cache_dir: Path, max_rows: int) -> datasets.Dataset:
+def _read_parquet(path: Path, cache_dir: Path) -> datasets.Dataset:
+    """The footer was checked first (:func:`check_parquet`)."""
     try:
-        rows = pq.ParquetFile(path).metadata.num_rows
-        if rows == 0:
-            raise _no_rows()
-        _check_row_count(rows, max_rows)
         return datasets.Dataset.from_parquet(str(path), cache_dir=str(cache_dir),
                                              keep_in_memory=True)
-    except (Invalid, TooLarge):
-        raise
     except Exception as exc:
         raise Invalid(f"The file is not a readable Parquet file: {_root_message(exc)}",
                       fields={"file": "unreadable"}) from None
@@ -294,6 +252,10 @@ def _json_line_problem(line: str) -> str | None:
         return f"is not valid JSON ({exc.msg} at column {exc.colno})"
     if not isinstance(value, dict):
         return "is not a JSON object; each line must be one object like {\"prompt\": \"...\"}"
+    try:  # what Python reads but JSON does not allow: NaN, unpaired surrogates, repeated keys
+        strictjson.loads(line, max_depth=sys.maxsize)  # the depth was checked before parsing
+    except strictjson.JsonProblem as exc:
+        return "is refused: " + exc.detail[0].lower() + exc.detail[1:].rstrip(".")
     return None
 
 

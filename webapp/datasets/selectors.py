@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from webapp.datasets.models import Dataset
+from webapp.ids import parse_id
 
 
 def dataset_list(*, user: AbstractBaseUser | AnonymousUser, limit: int = 50,
@@ -20,8 +21,8 @@ def dataset_list(*, user: AbstractBaseUser | AnonymousUser, limit: int = 50,
 def dataset_get_for_user(*, user: AbstractBaseUser | AnonymousUser,
                          dataset_id: int | str) -> Dataset:
     try:
-        return Dataset.objects.get(pk=int(dataset_id), owner_id=user.pk)
-    except (Dataset.DoesNotExist, ValueError, TypeError):
+        return Dataset.objects.get(pk=parse_id(dataset_id, what="dataset"), owner_id=user.pk)
+    except Dataset.DoesNotExist:
         raise Http404("No such dataset.") from None
 
 

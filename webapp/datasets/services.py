@@ -15,10 +15,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 
-from webapp.datasets import loading, validation
+from webapp.datasets import loading, screening, validation
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_rows
 from webapp.errors import Invalid, TooLarge
+from webapp.text import clean_name, safe_filename
 
 __all__ = ["dataset_create", "dataset_create_from_rows", "dataset_rows", "name_from_filename"]
 
@@ -39,15 +40,16 @@ def dataset_create(*, owner: AbstractBaseUser, name: str, kind: str,
     if size > settings.UPLOAD_MAX_BYTES:
         raise TooLarge(f"The file is {size} bytes; this server accepts files up to "
                        f"{settings.UPLOAD_MAX_BYTES} bytes (RLHF_UPLOAD_MAX_BYTES).")
+    filename = safe_filename(upload.name)  # the client's name: shown, never used as a path
     directory = _datasets_dir()
     with tempfile.TemporaryDirectory(dir=directory, prefix=".upload-") as work:
-        table = loading.load_upload(upload.chunks(), filename=upload.name or "",
-                                    work_dir=Path(work), limits=_limits())
+        table = loading.load_upload(upload.chunks(), filename=filename, work_dir=Path(work),
+                                    limits=_limits())
         validation.check_columns(table.column_names, kind)
         rows = validation.normalise_rows(loading.iter_rows(table), kind)
         stored = _write_rows(rows, work_dir=Path(work), directory=directory)
     return _save(owner=owner, name=name, kind=kind, columns=list(table.column_names),
-                 stored=stored, original_filename=upload.name or "", size_bytes=size)
+                 stored=stored, original_filename=filename, size_bytes=size)
 
 
 def dataset_create_from_rows(*, owner: AbstractBaseUser, name: str, kind: str,
@@ -73,34 +75,35 @@ def dataset_create_from_rows(*, owner: AbstractBaseUser, name: str, kind: str,
 
 def name_from_filename(filename: str) -> str:
     """``prefs.jsonl.gz`` -> ``prefs``: the page's default name when none is typed."""
-    path = Path(filename or "")
-    while path.suffix.lower() in (".gz", *loading.EXTENSIONS):
+    path = Path(safe_filename(filename))
+    while path.suffix.lower() in (".gz", *screening.EXTENSIONS):
         path = path.with_suffix("")
     return path.name.strip()[:NAME_MAX_CHARS]
 
 
 def _clean_fields(*, name: str | None, kind: str | None, upload: UploadedFile | None,
                   needs_file: bool = True) -> str:
-    """The stripped name, or one :class:`Invalid` that names every bad field."""
-    name = (name or "").strip()
+    """The clean name, or one :class:`Invalid` that names every bad field."""
     fields: dict[str, str] = {}
-    if not name:
-        fields["name"] = "Give the dataset a name."
-    elif len(name) > NAME_MAX_CHARS:
-        fields["name"] = f"Keep the name to {NAME_MAX_CHARS} characters or fewer."
+    try:
+        name = clean_name(name or "", max_chars=NAME_MAX_CHARS)
+    except Invalid as exc:
+        name, fields["name"] = "", exc.detail
     if kind not in DatasetKind.values:
         fields["kind"] = f"Choose one of: {', '.join(DatasetKind.values)}."
     if needs_file and upload is None:
-        fields["file"] = f"Choose a file to upload: {loading.ACCEPTED}."
+        fields["file"] = f"Choose a file to upload: {screening.ACCEPTED}."
     if fields:
         raise Invalid(" ".join(fields.values()), fields=fields)
     return name
 
 
-def _limits() -> loading.UploadLimits:
-    return loading.UploadLimits(max_bytes=settings.UPLOAD_MAX_BYTES,
-                                max_decompressed_bytes=settings.UPLOAD_MAX_DECOMPRESSED_BYTES,
-                                max_rows=settings.UPLOAD_MAX_ROWS)
+def _limits() -> screening.UploadLimits:
+    return screening.UploadLimits(
+        max_bytes=settings.UPLOAD_MAX_BYTES,
+        max_decompressed_bytes=settings.UPLOAD_MAX_DECOMPRESSED_BYTES,
+        max_rows=settings.UPLOAD_MAX_ROWS, max_line_bytes=settings.UPLOAD_MAX_LINE_BYTES,
+        max_depth=settings.JSON_MAX_DEPTH)
 
 
 def _datasets_dir() -> Path:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from webapp.errors import Invalid
+from webapp.strictjson import nesting_depth
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "prompts": ("prompt",),
@@ -24,6 +25,14 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
 ROLES = ("system", "user", "assistant")
 MAX_ROWS_LISTED = 20
 _ROWS_DESCRIBED = 5
+# Bounds on what one row may hold; a parsed value can exceed what one line held (a CSV cell
+# spans lines, Parquet has no lines at all).
+MAX_TEXT_CHARS = 1_000_000
+MAX_MESSAGES = 256
+MAX_RESPONSES = 64
+MAX_COLUMNS = 100
+MAX_COLUMN_NAME_CHARS = 200
+MAX_CELL_DEPTH = 32  # JSON inside a text cell (what RLHF_JSON_MAX_DEPTH is for whole lines)
 
 
 class _Bad(ValueError):
@@ -31,6 +40,15 @@ class _Bad(ValueError):
 
 
 def check_columns(columns: Sequence[str], kind: str) -> None:
+    if len(columns) > MAX_COLUMNS:
+        raise Invalid(f"The file has {len(columns)} columns; a dataset may have at most "
+                      f"{MAX_COLUMNS}.", fields={"file": "too many columns"})
+    bad = [c for c in columns if not _plain_name(c)]
+    if bad:
+        shown = repr(bad[0][:60])
+        raise Invalid(f"The column name {shown} is not a plain name: column names are at most "
+                      f"{MAX_COLUMN_NAME_CHARS} characters of text, without markup (< >) or "
+                      "control characters.", fields={"file": "bad column name"})
     missing = [c for c in REQUIRED_COLUMNS[kind] if c not in columns]
     if missing:
         found = ", ".join(f"'{c}'" for c in columns) or "none"
@@ -54,6 +72,11 @@ def normalise_rows(rows: Iterable[dict[str, Any]], kind: str) -> Iterator[dict[s
             yield {key: value if key in checked else _jsonable(value)
                    for key, value in out.items()}
     report.raise_if_any()
+
+
+def _plain_name(name: Any) -> bool:
+    return (isinstance(name, str) and 0 < len(name) <= MAX_COLUMN_NAME_CHARS
+            and name.isprintable() and "<" not in name and ">" not in name)
 
 
 class _Report:
@@ -133,7 +156,20 @@ def _text(value: Any) -> str:
         raise _Bad("must be text")
     if not value.strip():
         raise _Bad("is empty")
-    return value
+    return _bounded(value)
+
+
+def _bounded(text: str, what: str = "") -> str:
+    """``text`` when it is at most MAX_TEXT_CHARS long and valid Unicode (JSON can spell an
+    unpaired surrogate, ``"\\ud800"``, which no file or database can store)."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise _Bad(f"{what}is {len(text)} characters long; at most {MAX_TEXT_CHARS} are accepted")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad(f"{what}holds an unpaired surrogate (\\ud800-\\udfff), which is not text"
+                   ) from None
+    return text
 
 
 def _prompt(value: Any) -> str | list[dict[str, str]]:
@@ -153,6 +189,8 @@ def _prompt(value: Any) -> str | list[dict[str, str]]:
 def _messages(messages: list[Any]) -> list[dict[str, str]]:
     if not messages:
         raise _Bad("is an empty list of messages")
+    if len(messages) > MAX_MESSAGES:
+        raise _Bad(f"has {len(messages)} messages; at most {MAX_MESSAGES} are accepted")
     out = []
     for number, message in enumerate(messages, start=1):
         if not isinstance(message, dict):
@@ -162,7 +200,9 @@ def _messages(messages: list[Any]) -> list[dict[str, str]]:
             raise _Bad(f"message {number} has role {role!r}; use system, user or assistant")
         if not isinstance(content, str):
             raise _Bad(f"message {number} needs 'content' text")
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": _bounded(content, f"message {number} ")})
+    if sum(len(m["content"]) for m in out) > MAX_TEXT_CHARS:
+        raise _Bad(f"has more than {MAX_TEXT_CHARS} characters of messages in all")
     if out[-1]["role"] == "assistant":
         raise _Bad("ends with an assistant message; the last message must be for the model to "
                    "answer")
@@ -172,7 +212,7 @@ def _messages(messages: list[Any]) -> list[dict[str, str]]:
 def _answer(value: Any) -> str | None:
     """Text; a number becomes text; an empty cell (CSV cannot write null) becomes None."""
     if value is None or isinstance(value, str):
-        return value if value and value.strip() else None
+        return _bounded(value) if value and value.strip() else None
     if isinstance(value, float) and math.isfinite(value):
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -200,11 +240,14 @@ def _responses(value: Any) -> list[str]:
         raise _Bad("must be a list of response texts")
     if len(value) < 2:
         raise _Bad(f"needs at least 2 responses, has {len(value)}")
+    if len(value) > MAX_RESPONSES:
+        raise _Bad(f"has {len(value)} responses; at most {MAX_RESPONSES} are accepted")
     for number, response in enumerate(value, start=1):
         if not isinstance(response, str):
             raise _Bad(f"response {number} must be text")
         if not response.strip():
             raise _Bad(f"response {number} is empty")
+        _bounded(response, f"response {number} ")
     return list(value)
 
 
@@ -249,6 +292,12 @@ def _whole_number(value: Any) -> int | None:
 
 
 def _decode_json(text: str) -> Any:
+    """JSON text in a cell (how CSV carries lists), or the text itself when it is none.
+    Nesting is measured first: a deep enough value makes ``json.loads`` recurse to death, and
+    nothing this server reads from a cell nests deeper than MAX_CELL_DEPTH, so such a cell is
+    text (a prompt may well start with "[[[")."""
+    if nesting_depth(text.encode("utf-8", errors="replace")) > MAX_CELL_DEPTH:
+        return text
     try:
         return json.loads(text)
     except json.JSONDecodeError:

@@ -15,12 +15,14 @@ from typing import Any
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
+from pydantic import StrictBool, StrictInt
 
 from webapp.datasets.api import DatasetOut
 from webapp.errors import Invalid
 from webapp.labeling import selectors, services
 from webapp.labeling.from_samples import batch_create_from_samples
 from webapp.labeling.models import Batch
+from webapp.schemas import LIMIT_ACCEPTED_MAX, OFFSET_MAX, StrictIn
 
 router = Router(tags=["labeling"])
 
@@ -28,9 +30,9 @@ LIST_LIMIT_MAX = 500
 EXPORT_FORMATS = ("pairs", "rankings")
 
 
-class BatchIn(Schema):
+class BatchIn(StrictIn):
     name: str = ""
-    dataset: int | str | None = None
+    dataset: StrictInt | str | None = None  # not true, nor 1.0: both would read as dataset 1
     model: str = ""
     # Numbers arrive as sent and are checked by the service, so errors read the same
     # from the API and the page.
@@ -40,7 +42,7 @@ class BatchIn(Schema):
     max_new_tokens: Any = None
     max_prompts: Any = None
     seed: Any = None
-    shared: bool = False
+    shared: StrictBool = False
 
 
 class SampleRefIn(Schema):
@@ -49,7 +51,7 @@ class SampleRefIn(Schema):
     index: int
 
 
-class FromSamplesIn(Schema):
+class FromSamplesIn(StrictIn):
     name: str = ""
     shared: Any = False
     # Checked by the service, so a bad entry is a 422 naming it (samples[3]).
@@ -132,7 +134,7 @@ class UndoneOut(ItemOut):
     ranks: list[int]
 
 
-class RankingIn(Schema):
+class RankingIn(StrictIn):
     ranking: Any = None
 
 
@@ -154,8 +156,9 @@ class DatasetFromBatchOut(DatasetOut):
 
 
 class Paging(Schema):
-    limit: int = Field(50, ge=1, description=f"At most {LIST_LIMIT_MAX}; larger is capped.")
-    offset: int = Field(0, ge=0)
+    limit: int = Field(50, ge=1, le=LIMIT_ACCEPTED_MAX,
+                       description=f"At most {LIST_LIMIT_MAX}; larger is capped.")
+    offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
 _BATCH_FIELDS = ("id", "name", "status", "shared", "items_expected", "origin", "model",
@@ -304,7 +307,14 @@ def _optional_name(request: HttpRequest) -> str:
         data = json.loads(request.body)
     except ValueError:
         raise HttpError(400, 'Send a JSON body such as {"name": "my pairs"}, or none.') from None
-    name = data.get("name", "") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise Invalid('Send a JSON object such as {"name": "my pairs"}.',
+                      fields={"body": "must be an object"})
+    unknown = sorted(set(data) - {"name"})
+    if unknown:
+        raise Invalid(f"Unknown fields: {', '.join(unknown)}; this endpoint takes only 'name'.",
+                      fields=dict.fromkeys(unknown, "unknown field"))
+    name = data.get("name", "")
     if not isinstance(name, str):
         raise Invalid("'name' must be text.", fields={"name": "must be text"})
     return name

@@ -14,6 +14,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from training.preferences import ranking_pairs
+from webapp.ids import parse_id
 from webapp.labeling import agreement
 from webapp.labeling.models import Batch, Item, Ranking, Skip
 
@@ -27,7 +28,7 @@ def _visible(user: User) -> Q:
 
 
 def _int(value: Any) -> int:
-    return int(value)
+    return parse_id(value)  # Http404 unless a canonical id
 
 
 def batch_list(*, user: User, limit: int = 50, offset: int = 0) -> QuerySet[Batch]:
@@ -88,7 +89,7 @@ def unranked_item_for_user(*, batch: Batch, user: User, item_id: int | str) -> I
     ``?item=``, used after an undo)."""
     try:
         pk = _int(item_id)
-    except (ValueError, TypeError):
+    except Http404:  # not an id: no such item
         return None
     return (Item.objects.filter(batch=batch, pk=pk).exclude(rankings__annotator_id=user.pk)
             .prefetch_related("responses").first())

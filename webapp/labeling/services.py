@@ -3,6 +3,7 @@ conditional UPDATEs whose row count says whether the move happened; the worker's
 the attempt that claimed the batch and are refused once it is no longer current."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,8 +34,10 @@ from webapp.labeling.models import (
     Response,
     Skip,
 )
+from webapp.limits import batch_caps_check
 from webapp.queueing import enqueue
 from webapp.runs.registry import model_resolve
+from webapp.text import clean_name
 
 DEFAULT_K = 4
 
@@ -54,8 +57,8 @@ def _number(fields: dict[str, str], name: str, value: Any, default: float | int 
             return default
         fields[name] = "required"
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        fields[name] = "must be a whole number" if whole else "must be a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        fields[name] = "must be a whole number" if whole else "must be a finite number"
         return None
     if whole and not float(value).is_integer():
         fields[name] = "must be a whole number"
@@ -91,9 +94,10 @@ def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: 
     """Validate everything (one 422 naming every bad field), store the batch as queued and
     enqueue its generation once the row is committed."""
     fields: dict[str, str] = {}
-    name = (name or "").strip()
-    if not name or len(name) > 200:
-        fields["name"] = "give the batch a name of 1 to 200 characters"
+    try:
+        name = clean_name(name or "", what="the batch")
+    except Invalid as exc:
+        fields["name"] = exc.detail
     dataset = _prompts_dataset(owner, dataset_id, fields)
     try:
         entry = model_resolve(user=owner, model_id=str(model or ""), field="model",
@@ -118,6 +122,7 @@ def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: 
     if fields:
         detail = "; ".join(f"{k}: {v}" for k, v in fields.items())
         raise Invalid(f"Check these fields: {detail}.", fields=fields)
+    batch_caps_check(responses_per_prompt=k, max_new_tokens=clean["max_new_tokens"])
     assert dataset is not None
     expected = min(dataset.rows, clean["max_prompts"] or MAX_PROMPTS_CAP)
     with transaction.atomic():

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema
+from pydantic import StrictInt
 
 from training.config import CONFIG_CLASSES
 from webapp.errors import Invalid
@@ -16,6 +17,9 @@ from webapp.runs.models import Run
 from webapp.runs.registry import model_list
 from webapp.runs.series import POINTS_MAX, POINTS_MIN, X_KEYS, series_downsampled
 from webapp.runs.summaries import summary_of
+from webapp.schemas import OFFSET_MAX, StrictIn
+
+STEP_MAX = 10**9  # ?after= and ?step= beyond any run, within what the database compares
 
 router = Router(tags=["runs"])
 
@@ -27,10 +31,10 @@ class ModelOut(Schema):
     source: str
 
 
-class RunIn(Schema):
+class RunIn(StrictIn):
     name: str = ""
     algorithm: str = "grpo"
-    dataset: int | str | None = None
+    dataset: StrictInt | str | None = None  # not true, nor 1.0: both would read as dataset 1
     base_model: str = ""
     rewards: Any = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
@@ -88,7 +92,7 @@ class CheckpointOut(Schema):
 
 class Paging(Schema):
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
 _DERIVED = ("dataset", "parent_checkpoint", "summary", "attempts")
@@ -248,7 +252,8 @@ def cancel_run(request: HttpRequest, run_id: int):
 
 
 @router.get("/runs/{run_id}/metrics")
-def run_metrics(request: HttpRequest, run_id: int, after: int = 0, points: int | None = None):
+def run_metrics(request: HttpRequest, run_id: int, after: int = Query(0, ge=0, le=STEP_MAX),
+                points: int | None = None):
     """Steps after ``after``; with ``points``, the whole history downsampled on the server to
     at most that many points per series (min/max buckets)."""
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
@@ -262,8 +267,8 @@ PROMPT_MAX = 100_000
 
 
 @router.get("/runs/{run_id}/samples")
-def run_samples(request: HttpRequest, run_id: int, step: int | None = None,
-                prompt: str | None = None):
+def run_samples(request: HttpRequest, run_id: int,
+                step: int | None = Query(None, ge=0, le=STEP_MAX), prompt: str | None = None):
     """The samples of ``step`` (default: the latest step with samples), only those of
     ``prompt`` when it is given."""
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)

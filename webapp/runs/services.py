@@ -15,10 +15,12 @@ from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_get_for_user
 from webapp.errors import Invalid, WrongState
 from webapp.jobs import drop_task
+from webapp.limits import run_caps_check
 from webapp.queueing import enqueue
 from webapp.runs import events
 from webapp.runs.models import CLAIMABLE_STATUSES, Run, RunStatus
 from webapp.runs.registry import BASE_KINDS, model_resolve
+from webapp.text import clean_name
 
 # The dataset kinds each algorithm trains on.
 DATASET_KINDS = {"grpo": (DatasetKind.PROMPTS,), "ppo": (DatasetKind.PROMPTS,),
@@ -60,9 +62,7 @@ def _clean_rewards(owner: AbstractBaseUser, algorithm: str, rewards: Any,
 def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id: Any,
                base_model: str, rewards: Any, hyperparameters: Any) -> Run:
     """Validate everything, store the run as queued, enqueue it once the row is committed."""
-    name = (name or "").strip()
-    if not name or len(name) > 200:
-        raise Invalid("Give the run a name of 1 to 200 characters.", fields={"name": "required"})
+    name = clean_name(name or "", what="the run")
     if algorithm not in DATASET_KINDS:
         raise Invalid("algorithm must be one of " + ", ".join(DATASET_KINDS) + ".",
                       fields={"algorithm": "unsupported"})
@@ -76,6 +76,7 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
         fields = {(k if k.startswith("rewards") else f"hyperparameters.{k}"): v
                   for k, v in exc.fields.items()}
         raise Invalid(f"Check these settings: {exc}.", fields=fields) from None
+    run_caps_check(algorithm=algorithm, hyperparameters=clean_hp)
     with transaction.atomic():
         run = Run.objects.create(
             owner=owner, name=name, algorithm=algorithm, dataset=dataset,
