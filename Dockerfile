@@ -81,7 +81,8 @@ USER app
 RUN DJANGO_SECRET_KEY=collectstatic-at-build-time-only python manage.py collectstatic --noinput
 
 EXPOSE 8000
-# Threaded workers: every server-sent-events stream holds one thread for as long as a browser
-# watches a run, hence many threads and no request timeout.
-CMD ["gunicorn", "webapp.wsgi:application", "--bind", "0.0.0.0:8000", \
-     "--worker-class", "gthread", "--workers", "2", "--threads", "32", "--timeout", "0"]
+# ASGI workers: a live page's event stream waits on Redis in a coroutine, not a thread, so
+# hundreds of viewers leave the site answering; no request timeout for those streams.
+CMD ["gunicorn", "webapp.asgi:application", "--bind", "0.0.0.0:8000", \
+     "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", "2", "--timeout", "0", \
+     "--graceful-timeout", "20"]

@@ -59,37 +59,66 @@ def _database_url_for_worker() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+class WorkerProcess:
+    """A real Celery worker (prefork, one task per child, as `make run` starts it) in a process
+    of its own, sharing the test database and Redis; its log is kept for assertions."""
+
+    def __init__(self, queue: str, log_path: Path, *, name: str, env: dict | None = None):
+        import subprocess
+        import sys
+
+        self.queue, self.log_path = queue, log_path
+        self.hostname = f"{name}-{os.getpid()}@test"
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--queues", queue,
+             "--concurrency", "1", "--max-tasks-per-child", "1", "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "--hostname", self.hostname],
+            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float = 90) -> WorkerProcess:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while "ready." not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the Celery worker did not start:\n" + self.log())
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def worker_env() -> dict[str, str]:
+    """What a worker (or reaper) process needs to share this test session's database."""
+    return {"DATABASE_URL": _database_url_for_worker()}
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real Celery worker (prefork, one task per child, as `make run` starts it) on a queue
-    of this test session, sharing the test database and Redis."""
-    import subprocess
-    import sys
-    import time
-
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    """The session's worker on the session's training queue."""
     with django_db_blocker.unblock():
-        env = {**os.environ, "DATABASE_URL": _database_url_for_worker(),
-               "PYTHONUNBUFFERED": "1"}
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--queues",
-         os.environ["RLHF_TRAINING_QUEUE"], "--concurrency", "1", "--max-tasks-per-child", "1",
-         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "--hostname", f"test-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while "ready." not in log_path.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the Celery worker did not start:\n" + log_path.read_text())
-        time.sleep(0.2)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        env = worker_env()
+    proc = WorkerProcess(os.environ["RLHF_TRAINING_QUEUE"],
+                         tmp_path_factory.mktemp("worker") / "worker.log", name="test", env=env)
+    proc.wait_ready()
+    yield proc.proc
+    proc.stop()
 
 
 @pytest.fixture

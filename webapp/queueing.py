@@ -5,6 +5,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+
 log = logging.getLogger(__name__)
 
 
@@ -12,8 +14,8 @@ def enqueue(task: Any, object_id: int, *, on_failure: Callable[[str], object]) -
     """Send ``task(object_id)`` and return the task's id; when the broker cannot be reached,
     ``on_failure`` records the reason on the object, so nothing sits 'queued' forever without
     saying why."""
-    try:
-        return str(task.delay(object_id).id)
+    try:  # the queue is read now, not when the app was configured: tests route per test
+        return str(task.apply_async((object_id,), queue=settings.TRAINING_QUEUE).id)
     except Exception as exc:
         log.exception("could not enqueue %s(%s)", getattr(task, "name", task), object_id)
         on_failure(f"Could not reach the task queue: {exc}. Is Redis running?")

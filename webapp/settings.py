@@ -222,6 +222,9 @@ EVENTS_STREAM_PREFIX = env_str("RLHF_EVENTS_PREFIX", "rlhf:run-events:")
 EVENTS_STREAM_MAXLEN = env_int("RLHF_EVENTS_MAXLEN", 100_000)
 EVENTS_STREAM_TTL_S = env_int("RLHF_EVENTS_TTL_S", 24 * 3600)
 SSE_KEEPALIVE_S = env_int("RLHF_SSE_KEEPALIVE_S", 15)
+# Each open live page holds one Redis connection while it waits for the next step (a blocking
+# XREAD); the pool of the web process is bounded so viewers cannot exhaust Redis.
+SSE_MAX_REDIS_CONNECTIONS = env_int("RLHF_SSE_MAX_REDIS_CONNECTIONS", 2000)
 
 # --- crash recovery (webapp/jobs.py) ---
 # A running job writes a heartbeat every RLHF_HEARTBEAT_INTERVAL_S; the reaper (manage.py

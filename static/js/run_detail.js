@@ -48,7 +48,7 @@
           return { x: s.x, y: s.y, name: key, mode: "lines+markers", marker: { size: 4 } };
         });
         Plotly.newPlot(chart.div, data, C.layout(chart.spec.title,
-          { uirevision: "run", showlegend: data.length > 1 }), C.config);
+          { uirevision: "run", showlegend: data.length > 1, shapes: resumeShapes() }), C.config);
         continue;
       }
       const fresh = items.filter(([key]) => !(key in chart.traces));
@@ -62,6 +62,35 @@
           old.map(([key]) => chart.traces[key]));
       }
     }
+  }
+
+  // Where a later attempt resumed the run (its last checkpoint): a dotted line on every chart.
+  const resumes = (page.dataset.resumes || "").trim().split(/\s+/).filter(Boolean).map(Number);
+  let attempt = Number(page.dataset.attempt || 0);
+
+  function resumeShapes() {
+    return resumes.filter((s) => s > 0).map((s) => ({
+      type: "line", x0: s, x1: s, yref: "paper", y0: 0, y1: 1,
+      line: { dash: "dot", width: 1, color: "#b7791f" } }));
+  }
+
+  // A new attempt resumed from ``step``: what the dead attempt drew after it is dropped (the
+  // server removed it too) and the new attempt's steps are drawn from there.
+  function onResume(event) {
+    const data = JSON.parse(event.data);
+    if (data.attempt <= attempt) return; // already reflected in the history this page loaded
+    attempt = data.attempt;
+    resumes.push(data.step);
+    for (const chart of charts) {
+      if (!chart.div) continue;
+      const keep = chart.div.data.map((t) => t.x.findIndex((x) => x > data.step)).map(
+        (i, n) => (i < 0 ? chart.div.data[n].x.length : i));
+      Plotly.restyle(chart.div, { x: chart.div.data.map((t, n) => t.x.slice(0, keep[n])),
+        y: chart.div.data.map((t, n) => t.y.slice(0, keep[n])) });
+      Plotly.relayout(chart.div, { shapes: resumeShapes() });
+    }
+    lastStep = Math.min(lastStep, data.step);
+    setProgress(data.step);
   }
 
   function formatEta(seconds) {
@@ -128,6 +157,7 @@
     const source = new EventSource(page.dataset.eventsUrl);
     source.addEventListener("step", onStep);
     source.addEventListener("status", () => refresh(page.dataset.statusUrl, "#status-card"));
+    source.addEventListener("resume", onResume);
     source.addEventListener("checkpoint", () => refresh(page.dataset.checkpointsUrl, "#checkpoints"));
     source.addEventListener("end", (event) => {
       source.close();

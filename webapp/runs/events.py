@@ -6,12 +6,14 @@ full history; the stream is trimmed and expires a while after the run ends.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 import redis
+import redis.asyncio
 from django.conf import settings
 
 
@@ -55,3 +57,32 @@ def read(run_id: int, after_id: str, block_ms: int) -> Iterator[tuple[str, str, 
     for _key, entries in found or []:
         for entry_id, fields in entries:
             yield entry_id, fields.get("type", "step"), json.loads(fields.get("data", "{}"))
+
+
+# --- the same reads for the ASGI event streams ---
+
+_aclients: dict[int, redis.asyncio.Redis] = {}
+
+
+def aclient() -> redis.asyncio.Redis:
+    """One asyncio client (and connection pool) per event loop: the server's loop shares it
+    among all its viewers."""
+    loop = id(asyncio.get_running_loop())
+    if loop not in _aclients:
+        _aclients[loop] = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL, decode_responses=True, socket_connect_timeout=5,
+            health_check_interval=30, socket_timeout=settings.SSE_KEEPALIVE_S + 15,
+            max_connections=settings.SSE_MAX_REDIS_CONNECTIONS)
+    return _aclients[loop]
+
+
+async def astream_exists(run_id: int) -> bool:
+    return bool(await aclient().exists(stream_key(run_id)))
+
+
+async def aread(run_id: int, after_id: str, block_ms: int
+                ) -> list[tuple[str, str, dict[str, Any]]]:
+    """As :func:`read`, awaited."""
+    found: Any = await aclient().xread({stream_key(run_id): after_id}, block=block_ms, count=200)
+    return [(entry_id, fields.get("type", "step"), json.loads(fields.get("data", "{}")))
+            for _key, entries in found or [] for entry_id, fields in entries]

@@ -4,15 +4,26 @@ Event ids are Redis Stream entry ids, so ``Last-Event-ID`` resumes exactly where
 left off. When the stream is gone (expired after the run ended, or Redis lost it) the steps are
 replayed from the database with ids ``db-<step>``. After the final ``end`` event the server
 closes the stream.
+
+Under an ASGI server (``make run``, production) the stream is an async generator reading Redis
+with ``redis.asyncio``: a viewer holds a socket and a coroutine, not a thread, so hundreds of
+open run pages leave the site answering. Under WSGI (Django's test server) the same events come
+from a blocking generator.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from importlib import import_module
+from io import BytesIO
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
@@ -48,6 +59,24 @@ def _replay_from_db(run: Run, after_step: int) -> Iterator[str]:
         yield _event(f"db-{step}", "step", {"step": step, "metrics": metrics})
 
 
+def _db_after(last_id: str) -> int:
+    return int(last_id[3:]) if last_id.startswith("db-") and last_id[3:].isdigit() else 0
+
+
+def _replay_and_status(run: Run, last_id: str) -> tuple[list[str], bool]:
+    """The replayed events, and whether the run has ended (then they close the stream)."""
+    out = list(_replay_from_db(run, _db_after(last_id)))
+    run.refresh_from_db()
+    if run.is_terminal:
+        out.append(_event("db-end", "end", _end_data(run)))
+    return out, run.is_terminal
+
+
+def _ended(run: Run) -> dict[str, Any] | None:
+    run.refresh_from_db()
+    return _end_data(run) if run.is_terminal else None
+
+
 def _release_database() -> None:
     """A viewer may keep a stream open for hours while it waits on Redis; it must not hold a
     database connection all that time (PostgreSQL's are few). The next query reconnects."""
@@ -56,13 +85,12 @@ def _release_database() -> None:
 
 
 def event_stream(run: Run, last_id: str) -> Iterator[str]:
+    """The blocking stream (WSGI): one thread per viewer."""
     yield "retry: 2000\n\n"
     if last_id.startswith("db-") or not events.stream_exists(run.pk):
-        after = int(last_id[3:]) if last_id.startswith("db-") and last_id[3:].isdigit() else 0
-        yield from _replay_from_db(run, after)
-        run.refresh_from_db()
-        if run.is_terminal:
-            yield _event("db-end", "end", _end_data(run))
+        replayed, ended = _replay_and_status(run, last_id)
+        yield from replayed
+        if ended:
             return
         last_id = "0-0"
     block_ms = settings.SSE_KEEPALIVE_S * 1000
@@ -75,28 +103,142 @@ def event_stream(run: Run, last_id: str) -> Iterator[str]:
             if kind == "end":
                 return
         if not got_any:
-            run.refresh_from_db()
-            if run.is_terminal:  # ended without an end event reaching the stream
-                yield _event(last_id, "end", _end_data(run))
+            end = _ended(run)
+            if end is not None:  # ended without an end event reaching the stream
+                yield _event(last_id, "end", end)
                 return
             yield ": keep-alive\n\n"
 
 
-def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
+async def aevent_stream(run: Run, last_id: str) -> AsyncIterator[str]:
+    """The same events as :func:`event_stream` for an ASGI server: waiting on Redis costs a
+    coroutine, and the database is only asked (in Django's sync thread) on replays and
+    after a quiet keep-alive period."""
+    yield "retry: 2000\n\n"
+    if last_id.startswith("db-") or not await events.astream_exists(run.pk):
+        replayed, ended = await sync_to_async(_replay_and_status,
+                                              thread_sensitive=False)(run, last_id)
+        for event in replayed:
+            yield event
+        if ended:
+            return
+        last_id = "0-0"
+    block_ms = settings.SSE_KEEPALIVE_S * 1000
+    while True:
+        got_any = False
+        for entry_id, kind, data in await events.aread(run.pk, last_id, block_ms):
+            got_any, last_id = True, entry_id
+            yield _event(entry_id, kind, data)
+            if kind == "end":
+                return
+        if not got_any:
+            end = await sync_to_async(_ended, thread_sensitive=False)(run)
+            if end is not None:
+                yield _event(last_id, "end", end)
+                return
+            yield ": keep-alive\n\n"
+
+
+def _viewer_and_run(request: HttpRequest, run_id: int) -> tuple[Any, Run | None]:
     user = _user(request)
+    if user is None:
+        return None, None
+    try:
+        return user, run_get_for_user(user=user, run_id=run_id)
+    except Http404:
+        return user, None
+
+
+# The viewer's checks read the database in a pool thread, not in Django's one thread for sync
+# code: a burst of viewers opening the page must not queue every other request behind it.
+_lookup = sync_to_async(_viewer_and_run, thread_sensitive=False)
+
+
+async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
+    user, run = await _lookup(request, run_id)
     if user is None:
         return JsonResponse({"error": "unauthorized",
                              "detail": "Send 'Authorization: Bearer <token>' or sign in."},
                             status=401)
-    try:
-        run = run_get_for_user(user=user, run_id=run_id)
-    except Http404:
+    if run is None:
         return JsonResponse({"error": "not_found", "detail": "No such run."}, status=404)
     last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0-0"
     if not _EVENT_ID.fullmatch(last_id):
         last_id = "0-0"  # not an id this server gave out: replay from the start
-    response = StreamingHttpResponse(event_stream(run, last_id),
-                                     content_type="text/event-stream")
+    stream = (aevent_stream(run, last_id) if isinstance(request, ASGIRequest)
+              else event_stream(run, last_id))
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
+
+
+# --- the same endpoint served straight from the ASGI server ---
+
+EVENTS_PATH = re.compile(r"/api/runs/([1-9]\d{0,17})/events")  # canonical ids only
+
+
+def _asgi_user(request: HttpRequest) -> Any:
+    """The bearer token's user, or the session cookie's (as Django's auth middleware reads
+    it, session hash checked)."""
+
+
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return api_token_authenticate(raw=header[7:].strip())
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    request.session = store(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+    user = get_user(request)
+    return user if user.is_authenticated else None
+
+
+def _asgi_lookup(request: HttpRequest, run_id: int) -> tuple[Any, Run | None]:
+    try:
+        user = _asgi_user(request)
+        if user is None:
+            return None, None
+        return user, run_get_for_user(user=user, run_id=run_id)
+    except Http404:
+        return user, None
+    finally:
+        connection.close()  # a pool thread: leave no connection behind
+
+
+async def asgi_run_events(scope: dict[str, Any], receive: Any, send: Any, run_id: int) -> None:
+    """``GET /api/runs/{id}/events`` answered by the ASGI server itself, outside Django's
+    middleware stack, whose sync middlewares would each take a turn on Django's single sync
+    thread: a burst of viewers then queues every other request. Authentication and the
+    permission check are those of the view; the stream is :func:`aevent_stream`."""
+    request = ASGIRequest(scope, BytesIO())
+    user, run = await sync_to_async(_asgi_lookup, thread_sensitive=False)(request, run_id)
+    if run is None or request.method != "GET":
+        status, body = (401, {"error": "unauthorized", "detail": "Send 'Authorization: "
+                              "Bearer <token>' or sign in."}) if user is None else (
+            404, {"error": "not_found", "detail": "No such run."})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+        return
+    last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0-0"
+    if not _EVENT_ID.fullmatch(last_id):
+        last_id = "0-0"
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"), (b"x-content-type-options", b"nosniff")]})
+
+    async def stream() -> None:
+        async for chunk in aevent_stream(run, last_id):
+            await send({"type": "http.response.body", "body": chunk.encode(),
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    tasks = [asyncio.ensure_future(stream()), asyncio.ensure_future(disconnected())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -22,7 +22,7 @@ from webapp.runs.forms import (
     RunForm,
     rewards_from_post,
 )
-from webapp.runs.models import RunStatus
+from webapp.runs.models import Run, RunStatus
 from webapp.runs.registry import model_list
 from webapp.runs.summaries import REWARD_KEYS
 
@@ -151,6 +151,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "runs/detail.html", {
         "run": run, "samples": samples, "sample_step": step,
         "summary": selectors.run_summary(run=run), "reward_key": REWARD_KEYS[run.algorithm],
+        **_status_context(run),
         "sample_steps": selectors.run_sample_steps(run=run),
         "checkpoints": selectors.checkpoint_list(run=run),
         "config_json": json.dumps({"rewards": run.rewards,
@@ -185,12 +186,17 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
         messages.error(request, exc.detail)
     if request.htmx:
         return render(request, "runs/detail.html#status", {
-            "run": run, "summary": selectors.run_summary(run=run)})
+            "run": run, "summary": selectors.run_summary(run=run), **_status_context(run)})
     return redirect("runs:detail", run_id=run.pk)
+
+
+def _status_context(run: Run) -> dict:
+    return {"attempts": list(run.attempts.all()),
+            "last_checkpoint": selectors.checkpoint_list(run=run).first()}
 
 
 @login_required
 def run_status_fragment(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
     return render(request, "runs/detail.html#status", {
-        "run": run, "summary": selectors.run_summary(run=run)})
+        "run": run, "summary": selectors.run_summary(run=run), **_status_context(run)})
