@@ -215,9 +215,11 @@ async def asgi_run_events(scope: dict[str, Any], receive: Any, send: Any, run_id
         status, body = (401, {"error": "unauthorized", "detail": "Send 'Authorization: "
                               "Bearer <token>' or sign in."}) if user is None else (
             404, {"error": "not_found", "detail": "No such run."})
+        payload = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
         return
     last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0-0"
     if not _EVENT_ID.fullmatch(last_id):
