@@ -115,6 +115,7 @@ def child(args: argparse.Namespace) -> dict:
 
     os.environ["DATABASE_URL"] = args.database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-" + os.urandom(16).hex())
     django.setup()
     from django.core.management import call_command
     from django.test import Client

@@ -127,3 +127,19 @@ def test_completions_side_by_side_go_to_ranking(page, live_server, runs, user):
     page.click("#sent-batch")
     page.wait_for_selector("#start-ranking")
     assert page.console_errors == []
+
+
+def test_the_run_page_draws_constant_series_on_a_readable_axis(page, live_server, runs):
+    a, _ = runs
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/runs/{a.pk}/")
+    lr = "[...document.querySelectorAll('.chart')].find(c => c.dataset.title === 'Learning rate')"
+    page.wait_for_function(f"{lr} && {lr}.layout")
+    low, high = page.evaluate(f"{lr}.layout.yaxis.range")
+    assert low == pytest.approx(0.5e-5) and high == pytest.approx(1.5e-5)  # 1e-5 is not 0
+    titles = page.evaluate("[...document.querySelectorAll('.chart')].map(c => c.dataset.title)")
+    assert "Reward std" in titles and titles.index("Reward") == 0
+    # Keys keep their colours: the order is fixed, not the order they happened to arrive in.
+    loss = "[...document.querySelectorAll('.chart')].find(c => c.dataset.title === 'Loss')"
+    assert page.evaluate(f"{loss}.data.map(t => t.line.color)") == ["#1f77b4"]
+    assert page.console_errors == []

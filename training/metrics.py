@@ -18,6 +18,9 @@ class SampleRecord:
     rewards: dict[str, float]
     reward: float
     advantage: float
+    rejected: str = ""
+    """A reward model's held-out pair: the rejected response (``completion`` is the chosen
+    one, ``rewards`` both scores, ``reward`` the margin)."""
 
 
 class MetricsSink(Protocol):

@@ -297,7 +297,8 @@ def evaluate(config: RewardModelConfig, state: _State
                "eval/loss": m["loss"]}
     samples = [SampleRecord(index=i, prompt=prompt_text(p.prompt), completion=p.chosen,
                             rewards={"chosen": float(chosen[i]), "rejected": float(rejected[i])},
-                            reward=float(chosen[i] - rejected[i]), advantage=0.0)
+                            reward=float(chosen[i] - rejected[i]), advantage=0.0,
+                            rejected=p.rejected)
                for i, p in enumerate(pairs[:EVAL_SAMPLES])]
     return metrics, samples
 

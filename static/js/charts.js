@@ -6,13 +6,15 @@
   // page draws one chart per key, in this order, titled by the entry the key belongs to.
   const CHARTS = [
     { title: "Reward", match: (k) => k === "reward/mean" || /^reward\/[^/]+\/mean$/.test(k) },
-    { title: "Reward std / groups with zero std", keys: ["reward/std", "reward/frac_zero_std"] },
+    { title: "Reward std", keys: ["reward/std"] },
+    { title: "Groups whose rewards are all equal (share)", keys: ["reward/frac_zero_std"] },
     { title: "KL to reference", keys: ["kl/mean"] },
     { title: "Entropy", keys: ["entropy/mean"] },
     { title: "Loss", match: (k) => k.startsWith("loss/") && k !== "loss/value" && k !== "loss/train" },
     { title: "Value loss", keys: ["loss/value"] },
     { title: "Critic", keys: ["value/explained_var", "value/clip_frac"] },
-    { title: "Policy change", keys: ["kl/approx", "clip/policy_frac"] },
+    { title: "Approximate KL, old to new policy", keys: ["kl/approx"] },
+    { title: "Policy clip fraction", keys: ["clip/policy_frac"] },
     { title: "KL coefficient", keys: ["kl/coef"] },
     { title: "Clip ratios", keys: ["clip/low", "clip/high", "clip/region"] },
     { title: "Training loss", keys: ["loss/train", "eval/loss"] },
@@ -29,6 +31,9 @@
     { title: "Seconds per step", keys: ["perf/step_s", "perf/generate_s"] },
     { title: "Peak memory (MB)", keys: ["perf/peak_mem_mb"] },
   ];
+  // Line colours of the keys inside one run-page chart (Plotly's own), by the key's place.
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   // Namespaces in the order the compare page groups them; others follow alphabetically.
   const NAMESPACES = ["reward", "kl", "loss", "clip", "completion", "optim", "perf", "eval"];
 
@@ -102,6 +107,13 @@
     }, extra || {});
   }
 
-  window.RLHFCharts = { CHARTS, NAMESPACES, chartIndex, namespaceOf, compareOrder, smooth,
+  // The keys of one run-page chart in a fixed order (its list, else reward/mean first then by
+  // name), so a key keeps its colour and place live and after a reload.
+  function keyOrder(spec, keys) {
+    const rank = (k) => (spec.keys ? spec.keys.indexOf(k) : k === "reward/mean" ? -1 : 0);
+    return [...keys].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  }
+
+  window.RLHFCharts = { CHARTS, NAMESPACES, PALETTE, keyOrder, chartIndex, namespaceOf, compareOrder, smooth,
     runColour, layout, yaxis, config: { displaylogo: false, responsive: true } };
 })();

@@ -43,25 +43,44 @@
     for (const [chart, items] of byChart) {
       if (!chart.div) {
         place(chart);
-        const data = items.map(([key, s], i) => {
+        const order = C.keyOrder(chart.spec, items.map(([key]) => key));
+        const data = order.map((key, i) => {
           chart.traces[key] = i;
-          return { x: s.x, y: s.y, name: key, mode: "lines+markers", marker: { size: 4 } };
+          return trace(key, series[key], i);
         });
         Plotly.newPlot(chart.div, data, C.layout(chart.spec.title,
-          { uirevision: "run", showlegend: data.length > 1, shapes: resumeShapes() }), C.config);
+          { uirevision: "run", showlegend: data.length > 1, shapes: resumeShapes(),
+            yaxis: C.yaxis(data) }), C.config);
         continue;
       }
       const fresh = items.filter(([key]) => !(key in chart.traces));
       for (const [key, s] of fresh) {
-        chart.traces[key] = Object.keys(chart.traces).length;
-        Plotly.addTraces(chart.div, { x: s.x, y: s.y, name: key, mode: "lines+markers" });
+        const i = Object.keys(chart.traces).length;
+        chart.traces[key] = i;
+        Plotly.addTraces(chart.div, trace(key, s, i));
       }
       const old = items.filter(([key, s]) => !fresh.some(([k]) => k === key));
       if (old.length) {
         Plotly.extendTraces(chart.div, { x: old.map(([, s]) => s.x), y: old.map(([, s]) => s.y) },
           old.map(([key]) => chart.traces[key]));
       }
+      fitAxes(chart.div);
     }
+  }
+
+  function trace(key, s, i) {
+    const colour = C.PALETTE[i % C.PALETTE.length];
+    return { x: s.x, y: s.y, name: key, mode: "lines+markers", line: { color: colour },
+      marker: { size: s.x.length > 1 ? 4 : 8, color: colour } };
+  }
+
+  // Keep a constant series on a readable axis, and a legend on every chart of two or more.
+  function fitAxes(div) {
+    const axis = C.yaxis(div.data);
+    const update = { showlegend: div.data.length > 1 };
+    if (axis.range) update["yaxis.range"] = axis.range;
+    else if (div.layout.yaxis && div.layout.yaxis.autorange === false) update["yaxis.autorange"] = true;
+    Plotly.relayout(div, update);
   }
 
   // Where a later attempt resumed the run (its last checkpoint): a dotted line on every chart.
@@ -155,8 +174,11 @@
 
   function listen() {
     const source = new EventSource(page.dataset.eventsUrl);
-    source.addEventListener("step", onStep);
-    source.addEventListener("status", () => refresh(page.dataset.statusUrl, "#status-card"));
+    source.addEventListener("step", (event) => { dropLaunchMessage(); onStep(event); });
+    source.addEventListener("status", (event) => {
+      if (JSON.parse(event.data).status !== "queued") dropLaunchMessage();
+      refresh(page.dataset.statusUrl, "#status-card");
+    });
     source.addEventListener("resume", onResume);
     source.addEventListener("checkpoint", () => refresh(page.dataset.checkpointsUrl, "#checkpoints"));
     source.addEventListener("end", (event) => {
@@ -178,7 +200,13 @@
     }
   });
 
+  // "Run 'x' is queued." is news only until the run starts.
+  function dropLaunchMessage() {
+    document.querySelectorAll(".messages li.launch").forEach((li) => li.remove());
+  }
+
   async function start() {
+    if (page.dataset.status !== "queued") dropLaunchMessage();
     const long = Number(page.dataset.step) > DOWNSAMPLE_AFTER;
     const query = long ? "?points=" + DOWNSAMPLE_AFTER : "?after=0";
     const response = await fetch(page.dataset.metricsUrl + query, { credentials: "same-origin" });

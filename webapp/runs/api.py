@@ -276,7 +276,8 @@ def run_samples(request: HttpRequest, run_id: int,
         raise Invalid("prompt is too long.", fields={"prompt": f"at most {PROMPT_MAX}"})
     shown, samples = selectors.run_samples(run=run, step=step, prompt=prompt)
     return [{"step": s.step, "index": s.index, "prompt": s.prompt, "completion": s.completion,
-             "rewards": s.rewards, "reward": s.reward, "advantage": s.advantage}
+             "rewards": s.rewards, "reward": s.reward, "advantage": s.advantage,
+             **({"rejected": s.rejected} if run.algorithm == "reward_model" else {})}
             for s in samples]
 
 

@@ -169,6 +169,8 @@ class Sample(models.Model):
     rewards = models.JSONField(default=dict)
     reward = models.FloatField()
     advantage = models.FloatField()
+    # A reward model's held-out pair shows its rejected response beside the chosen one.
+    rejected = models.TextField(blank=True)
 
     class Meta:
         ordering = ["step", "index"]

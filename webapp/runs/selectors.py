@@ -160,6 +160,12 @@ def run_sample_steps(*, run: Run, prompt: str | None = None) -> list[int]:
     return list(qs.order_by("step").values_list("step", flat=True).distinct())
 
 
+def run_children(*, run: Run) -> QuerySet[Run]:
+    """The owner's runs that started from one of this run's checkpoints."""
+    return (Run.objects.filter(parent_checkpoint__run=run, owner_id=run.owner_id)
+            .select_related("parent_checkpoint").order_by("created_at"))
+
+
 def checkpoint_list(*, run: Run) -> QuerySet[Checkpoint]:
     return Checkpoint.objects.filter(run=run).order_by("-step")
 

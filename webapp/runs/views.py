@@ -135,7 +135,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
                 form.add_error(name, message)
         return render(request, "runs/new.html",
                       _form_context(form, rewards, exc.fields, exc.detail), status=exc.status)
-    messages.success(request, f"Run '{run.name}' is queued.")
+    messages.success(request, f"Run '{run.name}' is queued.", extra_tags="launch")
     return redirect("runs:detail", run_id=run.pk)
 
 
@@ -154,6 +154,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         **_status_context(run),
         "sample_steps": selectors.run_sample_steps(run=run),
         "checkpoints": selectors.checkpoint_list(run=run),
+        "children": selectors.run_children(run=run),
         "config_json": json.dumps({"rewards": run.rewards,
                                    "hyperparameters": run.hyperparameters}, indent=2),
     })
@@ -173,7 +174,8 @@ def run_samples_fragment(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_checkpoints_fragment(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
     return render(request, "runs/detail.html#checkpoints", {
-        "run": run, "checkpoints": selectors.checkpoint_list(run=run)})
+        "run": run, "checkpoints": selectors.checkpoint_list(run=run),
+        "children": selectors.run_children(run=run)})
 
 
 @login_required
