@@ -62,7 +62,6 @@ def test_attempts_are_listed_once_a_run_was_resumed(signed_in, user):
 
 def test_the_launch_message_is_marked_so_the_page_can_drop_it(signed_in, user, api):
     from tests.conftest import PROMPTS, upload_prompts
-
     from webapp.runs.forms import RunForm
 
     dataset = upload_prompts(api, PROMPTS[:2])
