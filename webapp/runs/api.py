@@ -101,7 +101,9 @@ _DERIVED = ("dataset", "parent_checkpoint", "summary", "attempts")
 def run_out(run: Run) -> dict[str, Any]:
     return {f: getattr(run, f) for f in RunOut.model_fields if f not in _DERIVED} | {
         "dataset": run.dataset_id, "parent_checkpoint": run.parent_checkpoint_id,
-        "summary": summary_of(run), "attempts": list(run.attempts.all())}
+        "summary": summary_of(run),
+        "attempts": [{f: getattr(a, f) for f in AttemptOut.model_fields}
+                     for a in run.attempts.all()]}
 
 
 class RunListQuery(Paging):
@@ -124,20 +126,8 @@ class CompareQuery(Schema):
                    "completion tokens)")
 
 
-class CompareRunOut(Schema):
-    id: int
-    name: str
-    algorithm: str
-    status: str
-    step: int
-    max_steps: int
-    base_model: str
-    dataset: int
+class CompareRunOut(RunOut):
     dataset_name: str
-    parent_checkpoint: int | None
-    rewards: list[dict[str, Any]]
-    hyperparameters: dict[str, Any]
-    summary: SummaryOut
 
 
 class DiffRowOut(Schema):
@@ -229,8 +219,7 @@ def compare_runs(request: HttpRequest, query: Query[CompareQuery]):
 
 
 def _compare_run_out(run: Run) -> dict[str, Any]:
-    out = run_out(run) | {"dataset_name": run.dataset.name}
-    return {f: out[f] for f in CompareRunOut.model_fields}
+    return run_out(run) | {"dataset_name": run.dataset.name}
 
 
 @router.get("/runs/compare/prompts", response=list[PromptOut])

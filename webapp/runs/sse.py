@@ -139,28 +139,17 @@ async def aevent_stream(run: Run, last_id: str) -> AsyncIterator[str]:
             yield ": keep-alive\n\n"
 
 
-def _viewer_and_run(request: HttpRequest, run_id: int) -> tuple[Any, Run | None]:
+def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The Django view of the stream (WSGI; under ASGI, :func:`asgi_run_events` answers
+    first, outside the middleware)."""
     user = _user(request)
-    if user is None:
-        return None, None
-    try:
-        return user, run_get_for_user(user=user, run_id=run_id)
-    except Http404:
-        return user, None
-
-
-# The viewer's checks read the database in a pool thread, not in Django's one thread for sync
-# code: a burst of viewers opening the page must not queue every other request behind it.
-_lookup = sync_to_async(_viewer_and_run, thread_sensitive=False)
-
-
-async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
-    user, run = await _lookup(request, run_id)
     if user is None:
         return JsonResponse({"error": "unauthorized",
                              "detail": "Send 'Authorization: Bearer <token>' or sign in."},
                             status=401)
-    if run is None:
+    try:
+        run = run_get_for_user(user=user, run_id=run_id)
+    except Http404:
         return JsonResponse({"error": "not_found", "detail": "No such run."}, status=404)
     last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0-0"
     if not _EVENT_ID.fullmatch(last_id):
