@@ -110,14 +110,25 @@ def event_stream(run: Run, last_id: str) -> Iterator[str]:
             yield ": keep-alive\n\n"
 
 
+async def _in_pool(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a pool thread rather than Django's one thread for sync code (a burst of
+    viewers must not queue every other request), leaving no database connection open there."""
+    def call() -> Any:
+        try:
+            return fn(*args)
+        finally:
+            connection.close()
+
+    return await sync_to_async(call, thread_sensitive=False)()
+
+
 async def aevent_stream(run: Run, last_id: str) -> AsyncIterator[str]:
     """The same events as :func:`event_stream` for an ASGI server: waiting on Redis costs a
     coroutine, and the database is only asked (in Django's sync thread) on replays and
     after a quiet keep-alive period."""
     yield "retry: 2000\n\n"
     if last_id.startswith("db-") or not await events.astream_exists(run.pk):
-        replayed, ended = await sync_to_async(_replay_and_status,
-                                              thread_sensitive=False)(run, last_id)
+        replayed, ended = await _in_pool(_replay_and_status, run, last_id)
         for event in replayed:
             yield event
         if ended:
@@ -132,7 +143,7 @@ async def aevent_stream(run: Run, last_id: str) -> AsyncIterator[str]:
             if kind == "end":
                 return
         if not got_any:
-            end = await sync_to_async(_ended, thread_sensitive=False)(run)
+            end = await _in_pool(_ended, run)
             if end is not None:
                 yield _event(last_id, "end", end)
                 return
@@ -182,15 +193,13 @@ def _asgi_user(request: HttpRequest) -> Any:
 
 
 def _asgi_lookup(request: HttpRequest, run_id: int) -> tuple[Any, Run | None]:
+    user = _asgi_user(request)
+    if user is None:
+        return None, None
     try:
-        user = _asgi_user(request)
-        if user is None:
-            return None, None
         return user, run_get_for_user(user=user, run_id=run_id)
     except Http404:
         return user, None
-    finally:
-        connection.close()  # a pool thread: leave no connection behind
 
 
 async def asgi_run_events(scope: dict[str, Any], receive: Any, send: Any, run_id: int) -> None:
@@ -199,11 +208,14 @@ async def asgi_run_events(scope: dict[str, Any], receive: Any, send: Any, run_id
     thread: a burst of viewers then queues every other request. Authentication and the
     permission check are those of the view; the stream is :func:`aevent_stream`."""
     request = ASGIRequest(scope, BytesIO())
-    user, run = await sync_to_async(_asgi_lookup, thread_sensitive=False)(request, run_id)
+    user, run = await _in_pool(_asgi_lookup, request, run_id)
     if run is None or request.method != "GET":
-        status, body = (401, {"error": "unauthorized", "detail": "Send 'Authorization: "
-                              "Bearer <token>' or sign in."}) if user is None else (
-            404, {"error": "not_found", "detail": "No such run."})
+        status, body = (
+            (405, {"error": "method_not_allowed", "detail": "Only GET reads the stream."})
+            if request.method != "GET" else
+            (401, {"error": "unauthorized", "detail": "Send 'Authorization: Bearer <token>' "
+                   "or sign in."}) if user is None else
+            (404, {"error": "not_found", "detail": "No such run."}))
         payload = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
