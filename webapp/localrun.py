@@ -37,10 +37,19 @@ def say(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
+class Stop(KeyboardInterrupt):
+    """Ctrl-C (SIGINT, which the terminal sends to honcho too) or a SIGTERM sent to this
+    process alone (docker, a test), which honcho has to be told about."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     # Installed for SIGINT too: a shell that started us in the background may have left
-    # SIGINT ignored. A SIGTERM (docker, a test) stops everything as Ctrl-C does.
-    raise KeyboardInterrupt
+    # SIGINT ignored.
+    raise Stop(signum)
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
@@ -74,14 +83,19 @@ def _serve(env: dict[str, str], port: int, redis_note: str) -> int:
             say(f"Open http://{host}:{port}/ in a browser{others}. {redis_note}"
                 "Ctrl-C stops everything.")
         return honcho.wait()
-    except KeyboardInterrupt:
-        # Ctrl-C reached honcho too (same process group); it stops web, worker and reaper.
-        if honcho.poll() is None:
-            honcho.send_signal(signal.SIGINT)
+    except KeyboardInterrupt as exc:
+        # Ctrl-C reached honcho too (same process group) and it stops web, worker and reaper;
+        # a signal meant for this process alone is passed on.
+        if not (isinstance(exc, Stop) and exc.signum == signal.SIGINT):
+            honcho.send_signal(signal.SIGTERM)
         try:
-            honcho.wait(30)
+            honcho.wait(10)
         except subprocess.TimeoutExpired:
-            honcho.kill()
+            honcho.send_signal(signal.SIGTERM)  # a SIGINT sent to this process only
+            try:
+                honcho.wait(20)
+            except subprocess.TimeoutExpired:
+                honcho.kill()
         return 0
 
 
