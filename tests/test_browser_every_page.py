@@ -127,3 +127,21 @@ def test_every_page_fits_a_phone_and_a_laptop_and_asks_no_other_host(
     bad = {page: found for page, found in problems.items() if any(found.values())}
     assert not bad, "\n".join(f"{page}: {found}" for page, found in bad.items())
     assert len(problems) == 2 * (len(SIGNED_OUT) + len(site_pages(site)))
+
+
+def test_on_a_phone_the_navigation_opens_from_the_menu_button(live_server, user,
+                                                              transactional_db):
+    with chromium_page(height=800) as tab:
+        sign_in(tab, live_server.url)
+        tab.set_viewport_size({"width": 390, "height": 800})
+        tab.goto(live_server.url + "/runs/")
+        assert tab.is_visible("#menu-toggle") and tab.is_hidden("#site-nav")
+        tab.click("#menu-toggle")
+        assert tab.get_attribute("#menu-toggle", "aria-expanded") == "true"
+        assert tab.is_visible("#site-nav a[href='/datasets/']")
+        if SHOTS:
+            tab.screenshot(path=str(Path(SHOTS) / "menu-open-390.png"))
+        tab.click("#site-nav a[href='/datasets/']")
+        tab.wait_for_url(live_server.url + "/datasets/")
+        tab.set_viewport_size({"width": 1280, "height": 800})
+        assert tab.is_hidden("#menu-toggle") and tab.is_visible("#site-nav")

@@ -188,8 +188,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing directory
+# Where collectstatic writes; the Docker image keeps it out of the data volume.
+STATIC_ROOT = Path(env_str("RLHF_STATIC_ROOT", str(VAR_DIR / "static"))).resolve()
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing directory
 # Everything the browser loads comes from here (air-gapped users): our CSS and JS, vendored
 # htmx and plotly.js (static/vendor/README.md), Swagger UI from django-ninja's app.
 STATICFILES_DIRS = [BASE_DIR / "static"]
