@@ -121,3 +121,41 @@ def test_another_persons_session_is_404(signed_in, other_user):
                          ("post", f"/playground/{theirs.pk}/delete/")):
         assert getattr(signed_in, method)(path).status_code == 404, path
     assert "Their secret prompt" not in signed_in.get("/playground/").content.decode()
+
+
+def test_a_refusal_after_the_prompt_is_stored_leaves_neither_row_nor_file(signed_in, settings,
+                                                                         tmp_path):
+    settings.MAX_NEW_TOKENS = 4  # this server's cap, checked once the batch is being made
+    response = signed_in.post("/playground/generate/", {
+        "model": "tiny-llama", "prompt": "Hi there", "responses_per_prompt": 2,
+        "max_new_tokens": 8, "temperature": 0.8})
+    assert response.status_code == 422 and "RLHF_MAX_NEW_TOKENS" in response.content.decode()
+    assert response.context["form"].errors.get("max_new_tokens")
+    assert not Batch.objects.exists() and not Dataset.objects.exists()
+    assert not [p for p in (tmp_path / "datasets").glob("*.jsonl")]
+
+
+def test_the_api_does_what_the_page_does(api, user, other_api):
+    made = api.post("/api/playground", {"model": "tiny-llama", "prompt": "Name a dog.",
+                                        "responses_per_prompt": 3},
+                    content_type="application/json")
+    assert made.status_code == 201, made.content
+    session = made.json()
+    assert session["generating"] and [c["model"] for c in session["columns"]] == ["tiny-llama"]
+    written(Batch.objects.get(pk=session["columns"][0]["batch"]), ["Rex", "Fido", "Spot"])
+    session = api.get(f"/api/playground/{session['id']}").json()
+    assert not session["generating"]
+    ids = [c["id"] for c in session["columns"][0]["completions"]]
+    assert other_api.get(f"/api/playground/{session['id']}").status_code == 404
+
+    batch = api.post(f"/api/playground/{session['id']}/batch",
+                     {"name": "dogs", "completions": ids[:2]}, content_type="application/json")
+    assert batch.status_code == 201 and batch.json()["items_total"] == 1
+    bad = api.post(f"/api/playground/{session['id']}/batch", {"name": "x", "completions": [1]},
+                   content_type="application/json")
+    assert bad.status_code == 422 and "responses" in bad.json()["fields"]
+    unknown = api.post("/api/playground", {"model": "tiny-llama", "prompt": "x", "owner": 2},
+                       content_type="application/json")
+    assert unknown.status_code == 422 and unknown.json()["fields"] == {"owner": "unknown field"}
+    assert api.delete(f"/api/playground/{session['id']}").status_code == 204
+    assert api.get(f"/api/playground/{session['id']}").status_code == 404

@@ -125,3 +125,4 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
 api.add_router("/datasets", "webapp.datasets.api.router")
 api.add_router("/", "webapp.runs.api.router")
 api.add_router("/labeling", "webapp.labeling.api.router")
+api.add_router("/playground", "webapp.playground.api.router")
