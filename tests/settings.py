@@ -9,7 +9,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RLHF_VAR_DIR", str(ROOT / "var" / "test"))
 os.environ.setdefault("RLHF_MODELS_DIR", str(ROOT / "var" / "models"))
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+if not os.environ.get("REDIS_URL"):
+    # The machine's Redis (a database of the tests' own), or, on a machine without one, a
+    # private redis-server for this session; worker processes inherit its URL.
+    from webapp import localredis
+
+    if localredis.answers(localredis.DEFAULT_URL) is None:
+        os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/15"
+    else:
+        import atexit
+
+        _private = localredis.start_private(Path(os.environ["RLHF_VAR_DIR"]) / "redis")
+        atexit.register(_private.stop)
+        os.environ["REDIS_URL"] = _private.url
 os.environ.setdefault("RLHF_TRAINING_QUEUE", f"test-training-{os.getpid()}")
 os.environ.setdefault("RLHF_EVENTS_PREFIX", f"rlhf-test-{os.getpid()}:run-events:")
 # Production settings refuse to start without a key; the tests (and their worker) use this one.

@@ -33,9 +33,9 @@ def test_a_run_launched_from_the_form_draws_its_charts_live_and_cancels(
     page.goto(live_server.url + "/runs/new/")
     page.fill("#id_name", "browser run")
     page.select_option("#id_dataset", str(dataset["id"]))
-    page.select_option("#id_base_model", "tiny-llama")
-    page.select_option("#preset", "Smoke test (tiny-llama, seconds)")
+    page.select_option("#preset", "Smoke test (tiny-llama)")
     assert page.input_value("#id_hp_group_size") == "4"  # the preset filled the form
+    assert page.input_value("#id_base_model") == "tiny-llama"  # and picked the model
     page.fill("#id_hp_max_steps", "200")  # long enough to be watched, then cancelled
     page.fill("input[name=reward-0-target]", "40")
     page.click("#launch")

@@ -79,6 +79,10 @@ def test_a_grpo_run_streams_its_steps_and_its_checkpoint_loads(api, worker, tmp_
     checkpoints = api.get(f"/api/runs/{run['id']}/checkpoints").json()
     assert [c["step"] for c in checkpoints] == [4, 2]
     final = checkpoints[0]
+    # the bytes it takes on disk: the model, the optimizer state kept to resume, the zip
+    disk = final["disk"]
+    assert disk["archive"] == final["size_bytes"] and disk["training_state"] > disk["weights"]
+    assert disk["total"] == disk["weights"] + disk["training_state"] + disk["archive"]
     response = api.get(f"/api/checkpoints/{final['id']}/download")
     assert response.status_code == 200
     blob = b"".join(response.streaming_content)
@@ -86,6 +90,7 @@ def test_a_grpo_run_streams_its_steps_and_its_checkpoint_loads(api, worker, tmp_
     assert hashlib.sha256(blob).hexdigest() == final["sha256"]
     zipfile.ZipFile(io.BytesIO(blob)).extractall(tmp_path)
     folder = next(tmp_path.iterdir())
+    assert folder.name == f"run-{run['id']}-step-4"  # two downloads never unpack onto each other
     assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["step"] == 4 and manifest["hyperparameters"]["max_steps"] == 4

@@ -11,8 +11,9 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from tests.conftest import PROMPTS, upload_prompts
 from tests.test_labeling_api import make_batch
+from webapp.accounts.services import api_token_issue
 from webapp.datasets.models import Dataset
-from webapp.labeling.models import Batch
+from webapp.labeling.models import Batch, BatchOrigin, BatchStatus
 from webapp.runs.models import Checkpoint, Run, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -78,7 +79,12 @@ def _routes(patterns=None, prefix=""):
 
 
 _PARAM = re.compile(r"<(?:\w+:)?(\w+)>|\{(?:\w+:)?(\w+)\}")
-ID_PARAMS = ("run_id", "dataset_id", "batch_id", "item_id", "checkpoint_id")
+ID_PARAMS = ("run_id", "dataset_id", "batch_id", "item_id", "checkpoint_id", "token_id",
+             "session_id")
+# Routes that delete what they name run last, each after the routes that still need it.
+DELETING = ["models/checkpoints/<int:checkpoint_id>/delete/", "runs/<int:run_id>/delete/",
+            "playground/<int:session_id>/delete/", "labeling/<int:batch_id>/delete/",
+            "datasets/<int:dataset_id>/delete/", "accounts/tokens/<int:token_id>/revoke/"]
 
 
 def id_routes():
@@ -105,8 +111,14 @@ def objects(user, settings, tmp_path):
                                            size_bytes=2, sha256="0" * 64)
     batch = make_batch(user)
     item = batch.items.first()
+    token, _ = api_token_issue(user=user, name="script")
+    session = Batch.objects.create(owner=user, name="p", dataset=Dataset.objects.create(
+        owner=user, name="p", kind="prompts", rows=1, columns=["prompt"], file="p.jsonl",
+        hidden=True), model="tiny-llama", responses_per_prompt=2, items_expected=1,
+        origin=BatchOrigin.PLAYGROUND, status=BatchStatus.READY)
     return {"run_id": run.pk, "dataset_id": dataset.pk, "batch_id": batch.pk,
-            "item_id": item.pk, "checkpoint_id": checkpoint.pk}
+            "item_id": item.pk, "checkpoint_id": checkpoint.pk, "token_id": token.pk,
+            "session_id": session.pk}
 
 
 def _fill(route, ids, spell):
@@ -122,8 +134,9 @@ LAX = {"plus": lambda n: f"+{n}", "float": lambda n: f"{n}.0", "underscore": lam
 
 
 def test_every_id_route_is_found_and_answers_with_a_canonical_id(client, user, objects):
-    routes = id_routes()
+    routes = sorted(id_routes(), key=lambda r: DELETING.index(r) + 1 if r in DELETING else 0)
     assert len(routes) >= 25, routes  # the API's and the pages' id routes are all here
+    assert set(DELETING) <= set(routes)
     client.force_login(user)
     for route in routes:
         if route.endswith("/events"):

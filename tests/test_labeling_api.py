@@ -282,8 +282,10 @@ def test_export_gives_k_choose_2_pairs_per_strict_ranking_and_none_for_ties(api,
     lines = export(api, batch.pk, "pairs")
     by_item = {}
     for line in lines:
-        assert set(line) == {"prompt", "chosen", "rejected", "annotator", "item"}
+        assert set(line) == {"prompt", "chosen", "rejected", "annotator", "item", "item_number"}
         assert line["annotator"] == "alice"
+        # the number the ranking and batch pages show: the prompt's row, from 1
+        assert line["item_number"] == {first.pk: 1, second.pk: 2, third.pk: 3}[line["item"]]
         by_item.setdefault(line["item"], []).append((line["chosen"], line["rejected"]))
     assert len(by_item[first.pk]) == 3 and len(by_item[second.pk]) == 2
     assert third.pk not in by_item
@@ -312,7 +314,7 @@ def test_two_annotators_give_two_sets_of_pairs_each_naming_its_annotator(api, ot
     assert len(rankings) == 2
     assert {r["annotator"]: r["ranking"] for r in rankings} == {
         "alice": [1, 2, 3, 4], "mallory": [4, 3, 2, 1]}
-    assert all(set(r) == {"prompt", "responses", "ranking", "annotator", "item"}
+    assert all(set(r) == {"prompt", "responses", "ranking", "annotator", "item", "item_number"}
                and len(r["responses"]) == 4 for r in rankings)
 
 

@@ -3,6 +3,7 @@ skips, undoes, and drags; the stored rankings are what they did. The batch rows 
 directly in the database, so no worker is needed."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -50,8 +51,12 @@ def test_a_person_ranks_with_the_keyboard_alone(page, live_server, user, transac
 
     page.keyboard.press("3")  # pick response 3 ...
     assert page.get_attribute('.rank-card[data-key="3"]', "aria-current") == "true"
-    page.keyboard.press("ArrowUp")  # ... move it above 2
-    page.keyboard.press("ArrowUp")  # ... and above 1: order 3, 1, 2
+    # at 1280 px the three cards stand in one row: left is toward best, up is a row up
+    page.keyboard.press("ArrowUp")
+    assert "already in the first row" in page.inner_text("#rank-message")
+    assert order_on_screen(page) == [1, 2, 3]
+    page.keyboard.press("ArrowLeft")  # ... move it before 2
+    page.keyboard.press("ArrowLeft")  # ... and before 1: order 3, 1, 2
     assert order_on_screen(page) == [3, 1, 2]
     page.keyboard.press("2")
     page.keyboard.press("t")  # 2 is tied with the one above it (1)
@@ -73,7 +78,10 @@ def test_skip_undo_and_drag(page, live_server, user, transactional_db):
     page.wait_for_selector(f'#rank-page[data-item-id="{first.pk}"]')
     page.keyboard.press("s")  # skip the first item
     page.wait_for_selector(f'#rank-page[data-item-id="{second.pk}"]')
-    page.keyboard.press("Enter")  # rank the second as shown: 1, 2, 3
+    page.keyboard.press("Enter")  # the order as shown: the page asks first ...
+    assert "not changed the order" in page.inner_text("#rank-message")
+    assert not Ranking.objects.exists()
+    page.keyboard.press("Enter")  # ... and a second Enter ranks it as shown: 1, 2, 3
     page.wait_for_selector(f'#rank-page[data-item-id="{first.pk}"]')  # the skipped comes back
     assert Ranking.objects.get(item=second).ranks == [1, 2, 3]
     page.keyboard.press("u")  # undo: the second item comes back
@@ -109,3 +117,52 @@ def test_the_batch_page_reads_well(page, live_server, user, other_user, transact
     page.goto(f"{live_server.url}/labeling/")
     assert page.locator("#batch-table tbody tr").count() == 1
     shot(page, "list-page")
+
+
+def test_on_a_phone_the_cards_stack_and_up_and_down_move_one_place(page, live_server, user,
+                                                                   transactional_db):
+    long_text = " ".join(["A long answer that goes on and on about the cat."] * 30)
+    batch = make_batch(user, k=3, items=1, texts=[TEXTS[0], long_text, TEXTS[2]])
+    page.set_viewport_size({"width": 390, "height": 800})
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/labeling/{batch.pk}/rank/")
+    page.wait_for_selector(".rank-card")
+    boxes = page.eval_on_selector_all(".rank-card",
+                                      "cs => cs.map(c => c.getBoundingClientRect().x)")
+    assert len(set(round(x) for x in boxes)) == 1  # one column
+    # the long response's box grows with its text: nothing is hidden behind a scrollbar
+    grown = page.eval_on_selector('.rank-card[data-key="2"] .response-text',
+                                  "e => [e.scrollHeight, e.clientHeight]")
+    assert grown[0] <= grown[1] + 1 and grown[1] > 300
+    page.keyboard.press("3")
+    page.keyboard.press("ArrowUp")  # a row up is one place up in a single column
+    assert order_on_screen(page) == [1, 3, 2]
+    page.keyboard.press("ArrowDown")
+    assert order_on_screen(page) == [1, 2, 3]
+    page.keyboard.press("1")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")  # the order was changed: no second question
+    page.wait_for_selector("#all-done")
+    assert Ranking.objects.get(item=batch.items.get()).ranks == [2, 1, 3]
+
+
+def test_item_numbers_agree_on_the_ranking_page_the_batch_page_and_the_export(
+        page, live_server, user, other_user, api, transactional_db):
+    from webapp.labeling import services
+
+    batch = make_batch(user, k=3, items=3, texts=TEXTS, shared=True)
+    first, second, third = batch.items.order_by("index")
+    for annotator in (user, other_user):  # two people rank the second item: agreement
+        services.ranking_record(item=second, annotator=annotator,
+                                ranking=[[x] for x in response_ids(second.pk)])
+    services.ranking_record(item=first, annotator=user,
+                            ranking=[[x] for x in response_ids(first.pk)])
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/labeling/{batch.pk}/rank/")  # the next for alice: the third
+    assert "item 3 of 3" in page.inner_text("#item-number")
+    page.goto(f"{live_server.url}/labeling/{batch.pk}/")
+    assert page.inner_text("#agreement-table tbody tr td:first-child") == "2"
+    lines = api.get(f"/api/labeling/batches/{batch.pk}/export?format=rankings")
+    numbers = sorted({json.loads(x)["item_number"] for x in b"".join(
+        lines.streaming_content).decode().splitlines()})
+    assert numbers == [1, 2]

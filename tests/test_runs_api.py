@@ -178,7 +178,10 @@ def test_the_models_list_has_the_bundled_tiny_model_and_checkpoints_of_own_runs(
     assert mine["tiny-llama"]["source"] == "bundled"
     assert mine[f"ckpt-{checkpoint.pk}"] == {"id": f"ckpt-{checkpoint.pk}", "kind": "policy",
                                              "source": "checkpoint",
-                                             "name": "r · step 3"}
+                                             "name": "r · step 3", "checkpoint": checkpoint.pk,
+                                             "run": run["id"], "step": 3,
+                                             "parent": "tiny-llama"}
+    assert mine["tiny-llama"]["parent"] is None and mine["tiny-llama"]["run"] is None
     theirs = {m["id"] for m in other_api.get("/api/models").json()}
     assert f"ckpt-{checkpoint.pk}" not in theirs
 

@@ -20,6 +20,7 @@ from tests.training_helpers import (
 from training.checkpoints import (
     MANIFEST,
     STATE_DIR,
+    archive_folder,
     load_training_state,
     make_archive,
     restore_optimizer,
@@ -162,6 +163,21 @@ def test_the_archive_zips_the_model_dir_without_its_training_state(model_dir, tm
     assert set(names) == {f"step-3/{name}" for name in model_files}
     assert not any(STATE_DIR in name for name in names)
     assert files_with_pickle_suffix(tmp_path / "unpacked") == []
+
+
+def test_the_archive_folder_names_the_run_and_step_so_downloads_do_not_collide(tmp_path):
+    first = save_model_dir(tiny_model(), tiny_tokenizer(),
+                           tmp_path / "run-7" / "attempt-1" / "step-3", {"step": 3})
+    second = save_model_dir(tiny_model(), tiny_tokenizer(),
+                            tmp_path / "run-12" / "attempt-2" / "step-3", {"step": 3})
+    assert archive_folder(first) == "run-7-step-3"
+    assert archive_folder(second) == "run-12-step-3"
+    for model_dir in (first, second):
+        make_archive(model_dir, model_dir.with_suffix(".zip"))
+        with zipfile.ZipFile(model_dir.with_suffix(".zip")) as zf:
+            zf.extractall(tmp_path / "downloads")
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == [
+        "run-12-step-3", "run-7-step-3"]
 
 
 def test_the_unpacked_archive_loads_with_plain_transformers(model_dir, tmp_path):

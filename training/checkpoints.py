@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -107,16 +108,32 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def make_archive(model_dir: Path, archive: Path) -> tuple[int, str]:
-    """Zip the model directory (not its training state) as ``<dir name>/...``; returns the
-    archive's size and sha256. Stored, not deflated: safetensors barely compress."""
+_RUN_DIR = re.compile(r"run-\d+")
+
+
+def archive_folder(model_dir: Path) -> str:
+    """The zip's top folder: ``run-<id>-step-<n>`` for a checkpoint in a run's directory
+    (``.../run-<id>/attempt-<a>/step-<n>``), so downloads of two runs (or two steps) never
+    unpack onto each other; else the directory's own name."""
+    for parent in model_dir.parents:
+        if _RUN_DIR.fullmatch(parent.name):
+            return f"{parent.name}-{model_dir.name}"
+    return model_dir.name
+
+
+def make_archive(model_dir: Path, archive: Path, *, folder: str | None = None
+                 ) -> tuple[int, str]:
+    """Zip the model directory (not its training state) as ``<folder>/...`` (default:
+    :func:`archive_folder`); returns the archive's size and sha256. Stored, not deflated:
+    safetensors barely compress."""
     archive.parent.mkdir(parents=True, exist_ok=True)
+    top = folder or archive_folder(model_dir)
     tmp = archive.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         for path in sorted(model_dir.rglob("*")):
             rel = path.relative_to(model_dir)
             if path.is_file() and rel.parts[0] != STATE_DIR:
-                zf.write(path, Path(model_dir.name) / rel)
+                zf.write(path, Path(top) / rel)
     tmp.rename(archive)
     return archive.stat().st_size, sha256_file(archive)
 

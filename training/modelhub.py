@@ -119,13 +119,14 @@ def prepare_bundled(models_dir: Path, names: list[str]) -> None:
     models_dir.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names, 1):
         dest = models_dir / name
+        count = f"[{i}/{len(names)}] " if len(names) > 1 else ""
         if is_ready(dest):
-            print(f"[{i}/{len(names)}] {name}: ready ({dest})", flush=True)
+            print(f"{count}{name}: ready ({dest})", flush=True)
             continue
-        print(f"[{i}/{len(names)}] {name}: preparing into {dest} ...", flush=True)
+        print(f"{count}{name}: preparing into {dest} (once) ...", flush=True)
         started = time.monotonic()
         PREPARERS[name](dest)
-        print(f"[{i}/{len(names)}] {name}: done in {time.monotonic() - started:.0f}s", flush=True)
+        print(f"{count}{name}: done in {time.monotonic() - started:.0f}s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
@@ -49,8 +49,11 @@ class StrictParser(Parser):
         return strictjson.loads(request.body, max_depth=settings.JSON_MAX_DEPTH)
 
 
+# /api/docs: Swagger UI from django-ninja's static files ("ninja" in INSTALLED_APPS), and no
+# badge from the online spec validator, so the page asks nothing of another host.
 api = NinjaAPI(title="RLHF workbench API", version="1", auth=[BearerAuth(), BrowserSessionAuth()],
-               urls_namespace="api", parser=StrictParser())
+               urls_namespace="api", parser=StrictParser(),
+               docs=Swagger(settings={"validatorUrl": None}))
 
 
 def _error(request: HttpRequest, status: int, error: str, detail: str,
@@ -122,3 +125,4 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
 api.add_router("/datasets", "webapp.datasets.api.router")
 api.add_router("/", "webapp.runs.api.router")
 api.add_router("/labeling", "webapp.labeling.api.router")
+api.add_router("/playground", "webapp.playground.api.router")

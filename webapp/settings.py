@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "ninja",  # its Swagger UI templates and static files: /api/docs without a CDN
     "axes",
     "webapp.accounts",
     "webapp.datasets",
@@ -187,21 +188,20 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing directory
-
-def _plotly_js_dir() -> str:
-    """plotly.js ships inside the plotly Python package; serve it from there (no CDN)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("plotly")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImproperlyConfigured("the plotly package is missing: run 'make install'")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "package_data")
-
-
-STATICFILES_DIRS = [BASE_DIR / "static", ("vendor/plotly", _plotly_js_dir())]
-WHITENOISE_USE_FINDERS = True
+# Where collectstatic writes; the Docker image keeps it out of the data volume.
+STATIC_ROOT = Path(env_str("RLHF_STATIC_ROOT", str(VAR_DIR / "static"))).resolve()
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing directory
+# Everything the browser loads comes from here (air-gapped users): our CSS and JS, vendored
+# htmx and plotly.js (static/vendor/README.md), Swagger UI from django-ninja's app.
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# collectstatic (make run, the Dockerfile, the test session) writes each file under a name
+# with its content's hash, gzipped beside it; whitenoise serves those compressed with a
+# cache lifetime of ten years (a changed file gets a new name). Without DEBUG a page that
+# names a file collectstatic has not seen is an error, not a silent 404.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # --- Redis and Celery ---
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

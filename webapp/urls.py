@@ -15,6 +15,8 @@ urlpatterns = [
     path("datasets/", include("webapp.datasets.urls")),
     path("runs/", include("webapp.runs.urls")),
     path("labeling/", include("webapp.labeling.urls")),
+    path("models/", include("webapp.runs.registry_urls")),
+    path("playground/", include("webapp.playground.urls")),
     # Server-sent events stream for hours, so they bypass the API router (plain Django view).
     path("api/runs/<int:run_id>/events", sse.run_events, name="run-events"),
     path("api/", api.urls),
@@ -50,6 +52,17 @@ def handler403(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"error": "server_error",
-                         "detail": "Something went wrong on the server; it has been logged."},
-                        status=500)
+    """JSON under /api/; elsewhere the site's page with its navigation, or, when even that
+    cannot be drawn (the database is down, say), a bare page saying the same."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": "server_error",
+                             "detail": "Something went wrong on the server; it has been "
+                                       "logged."}, status=500)
+    from django.shortcuts import render
+
+    try:
+        return render(request, "500.html", status=500)
+    except Exception:
+        return HttpResponse("<!doctype html><title>Server error</title><h1>Something went "
+                            "wrong</h1><p>The error has been logged. <a href=\"/\">Start "
+                            "page</a></p>", status=500)

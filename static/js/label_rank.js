@@ -2,8 +2,10 @@
 // alone, tie neighbours, submit to the JSON API, skip, undo. After each action the page loads
 // the next item (a plain navigation, so an item you ranked is never shown again).
 //
-// Keys: 1..K pick a response; ArrowUp/ArrowDown (or Left/Right) move it toward best/worst;
-// "t" ties it with the response before it; Enter submits; "s" skips; "u" undoes.
+// Keys: 1..K pick a response; the arrows move it the way they point in the layout on screen
+// (the cards read left to right, top to bottom, best first: Left/Right step one place,
+// Up/Down one row, which is one place in a single column); "t" ties it with the response
+// before it; Enter submits (an order left as it was shown asks first); "s" skips; "u" undoes.
 (function () {
   "use strict";
   const page = document.getElementById("rank-page");
@@ -14,6 +16,8 @@
   let picked = null;
   let busy = false;
   let dragging = null;
+  let touched = false; // the order or a tie was changed since the page was shown
+  let confirming = false; // Enter was pressed once on the untouched order
 
   function csrfToken() {
     const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -80,21 +84,35 @@
     return picked;
   }
 
+  // How many cards one row of the grid holds as laid out now (1 on a phone).
+  function columns() {
+    const template = getComputedStyle(list).gridTemplateColumns;
+    return template && template !== "none" ? template.split(" ").length : 1;
+  }
+
+  function changed() {
+    touched = true;
+    confirming = false;
+  }
+
   function move(delta) {
     if (!requirePicked()) return;
     const all = cards();
     const i = all.indexOf(picked);
     const j = i + delta;
     if (j < 0 || j >= all.length) {
-      say("Response " + picked.dataset.key + " is already " + (j < 0 ? "first" : "last") + ".");
+      const where = Math.abs(delta) > 1 ? (j < 0 ? "in the first row" : "in the last row")
+        : (j < 0 ? "first" : "last");
+      say("Response " + picked.dataset.key + " is already " + where + ".");
       return;
     }
     const other = all[j];
     if (delta < 0) list.insertBefore(picked, other);
-    else list.insertBefore(other, picked);
-    // Moving changes rank: the two cards that traded places keep no tie.
+    else list.insertBefore(picked, other.nextSibling);
+    // Moving changes rank: the moved card and the one it passed keep no tie.
     picked.dataset.tied = "false";
     other.dataset.tied = "false";
+    changed();
     pick(picked);
   }
 
@@ -105,6 +123,7 @@
       return;
     }
     card.dataset.tied = card.dataset.tied === "true" ? "false" : "true";
+    changed();
     pick(card);
   }
 
@@ -140,6 +159,12 @@
 
   function submit() {
     if (!list) return;
+    if (!touched && !confirming) {
+      confirming = true;
+      say("You have not changed the order shown. Press Enter (or Submit) again to submit it " +
+          "as it is, response 1 best; Esc to keep ranking.", true);
+      return;
+    }
     act("Saving your ranking", async () => {
       const result = await post(page.dataset.rankingUrl, { ranking: groups() });
       if (result.status === 201) window.location.assign(page.dataset.rankUrl);
@@ -174,9 +199,14 @@
       if (card) { event.preventDefault(); pick(card); }
       return;
     }
+    if (key === "Escape" && confirming) {
+      confirming = false;
+      say("Keep ranking: move the responses into your order.");
+      return;
+    }
     const actions = {
-      ArrowUp: () => move(-1), ArrowLeft: () => move(-1),
-      ArrowDown: () => move(1), ArrowRight: () => move(1),
+      ArrowUp: () => move(-columns()), ArrowLeft: () => move(-1),
+      ArrowDown: () => move(columns()), ArrowRight: () => move(1),
       t: () => toggleTie(requirePicked()), T: () => toggleTie(requirePicked()),
       Enter: submit, s: skip, S: skip, u: undo, U: undo,
     };
@@ -210,7 +240,9 @@
       const over = event.target.closest(".rank-card");
       if (!over || over === dragging) return;
       const box = over.getBoundingClientRect();
-      const before = event.clientX - box.left < box.width / 2;
+      // across a row the pointer's x decides, down a single column its y
+      const before = columns() > 1 ? event.clientX - box.left < box.width / 2
+        : event.clientY - box.top < box.height / 2;
       list.insertBefore(dragging, before ? over : over.nextSibling);
     });
     list.addEventListener("drop", (event) => event.preventDefault());
@@ -218,6 +250,7 @@
       if (!dragging) return;
       dragging.classList.remove("dragging");
       dragging.dataset.tied = "false";
+      changed();
       const card = dragging;
       dragging = null;
       pick(card);

@@ -45,19 +45,48 @@
     renumber();
   }
 
+  // What a field shows a person: the chosen option's text, a tick, or the value.
+  function shown(input) {
+    if (input.type === "checkbox") return input.checked ? "on" : "off";
+    if (input.tagName === "SELECT") {
+      const option = input.options[input.selectedIndex];
+      return option ? option.value : "";
+    }
+    return input.value;
+  }
+
   function setUpPresets() {
     // form.dataset would be the form control named "dataset", not the data-* attributes
     const presets = JSON.parse(form.getAttribute("data-presets"));
     const select = document.getElementById("preset");
+    const report = document.getElementById("preset-changes");
     for (const name of Object.keys(presets)) select.add(new Option(name, name));
+    form.addEventListener("input", (e) => e.target.classList.remove("changed"));
     select.addEventListener("change", () => {
       const values = presets[select.value] || {};
+      const changes = [];
+      const missing = [];
       for (const [key, value] of Object.entries(values)) {
-        const input = form.elements["hp_" + key];
+        const input = form.elements["hp_" + key] || form.elements[key];
         if (!input) continue;
+        const before = shown(input);
         if (input.type === "checkbox") input.checked = Boolean(value);
-        else input.value = value;
+        else if (input.tagName === "SELECT" && !Array.from(input.options).some((o) => o.value === String(value))) {
+          missing.push(key + " " + value);
+          continue;
+        } else input.value = value;
+        const after = shown(input);
+        if (after !== before) {
+          changes.push(key + ": " + (before === "" ? "(empty)" : before) + " → " + after);
+          input.classList.add("changed");
+        }
       }
+      if (!select.value) { report.hidden = true; return; }
+      let text = changes.length ? "“" + select.value + "” changed " + changes.join(", ") + "."
+        : "“" + select.value + "” changed nothing: the form already had its values.";
+      if (missing.length) text += " Not available on this server: " + missing.join(", ") + " (run 'make models').";
+      report.textContent = text;
+      report.hidden = false;
     });
   }
 

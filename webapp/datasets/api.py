@@ -70,6 +70,14 @@ def get_dataset(request: HttpRequest, dataset_id: str) -> Dataset:
 EXPORT_FORMATS = {"rows": None, "pairs": ("preferences", "rankings"), "rankings": ("rankings",)}
 
 
+@router.delete("/{dataset_id}", response={204: None}, summary="Delete a dataset and its file")
+def delete_dataset(request: HttpRequest, dataset_id: str):
+    """409 naming the runs and labeling batches that use it."""
+    services.dataset_delete(dataset=selectors.dataset_get_for_user(user=request.user,
+                                                                   dataset_id=dataset_id))
+    return 204, None
+
+
 @router.get("/{dataset_id}/export", summary="Download the rows, or the preference pairs")
 def export_dataset(request: HttpRequest, dataset_id: str, format: str = "rows"
                    ) -> StreamingHttpResponse:

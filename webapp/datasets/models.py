@@ -30,6 +30,11 @@ class Dataset(models.Model):
     # The labeling batch whose rankings made this dataset, when one did.
     source_batch = models.ForeignKey("labeling.Batch", null=True, blank=True,
                                      on_delete=models.SET_NULL, related_name="datasets")
+    # For a dataset made from a batch: a digest of the rankings it holds, so the same
+    # rankings reuse it instead of making another copy ("Fit a reward model" twice).
+    source_rankings = models.CharField(max_length=64, blank=True)
+    # Made by the playground for one prompt; not listed with the datasets people upload.
+    hidden = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -14,14 +14,16 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
 
 from webapp.datasets import loading, screening, validation
 from webapp.datasets.models import Dataset, DatasetKind
-from webapp.datasets.selectors import dataset_rows
-from webapp.errors import Invalid, TooLarge
+from webapp.datasets.selectors import dataset_dependants, dataset_rows
+from webapp.errors import Invalid, TooLarge, WrongState
 from webapp.text import clean_name, safe_filename
 
-__all__ = ["dataset_create", "dataset_create_from_rows", "dataset_rows", "name_from_filename"]
+__all__ = ["dataset_create", "dataset_create_from_rows", "dataset_delete", "dataset_rows",
+           "name_from_filename"]
 
 PREVIEW_ROWS = 10
 PREVIEW_CHARS = 500
@@ -53,11 +55,12 @@ def dataset_create(*, owner: AbstractBaseUser, name: str, kind: str,
 
 
 def dataset_create_from_rows(*, owner: AbstractBaseUser, name: str, kind: str,
-                             rows: Sequence[dict[str, Any]],
-                             source_batch: Any = None) -> Dataset:
+                             rows: Sequence[dict[str, Any]], source_batch: Any = None,
+                             hidden: bool = False) -> Dataset:
     """Store rows made on the server (a labeling batch's pairs, say) the way an upload is
     stored: same validation, same file format. ``size_bytes`` is the stored file's size;
-    ``source_batch`` records the labeling batch the rows came from."""
+    ``source_batch`` records the labeling batch the rows came from; ``hidden`` keeps it out
+    of the lists (the playground's one-prompt datasets)."""
     name = _clean_fields(name=name, kind=kind, upload=None, needs_file=False)
     if not rows:
         raise Invalid("There are no rows to store.", fields={"rows": "empty"})
@@ -70,7 +73,8 @@ def dataset_create_from_rows(*, owner: AbstractBaseUser, name: str, kind: str,
                              directory=directory)
     size = (directory / stored.file).stat().st_size
     return _save(owner=owner, name=name, kind=kind, columns=columns, stored=stored,
-                 original_filename="", size_bytes=size, source_batch=source_batch)
+                 original_filename="", size_bytes=size, source_batch=source_batch,
+                 hidden=hidden)
 
 
 def name_from_filename(filename: str) -> str:
@@ -136,7 +140,8 @@ def _write_rows(rows: Iterable[dict[str, Any]], *, work_dir: Path, directory: Pa
 
 
 def _save(*, owner: AbstractBaseUser, name: str, kind: str, columns: list[str], stored: _Stored,
-          original_filename: str, size_bytes: int, source_batch: Any = None) -> Dataset:
+          original_filename: str, size_bytes: int, source_batch: Any = None,
+          hidden: bool = False) -> Dataset:
     """Create the row for a file already in place; without the row the file is removed."""
     path = Path(settings.DATASETS_DIR) / stored.file
     try:
@@ -144,7 +149,22 @@ def _save(*, owner: AbstractBaseUser, name: str, kind: str, columns: list[str], 
             owner=owner, name=name, kind=kind, rows=stored.rows, columns=columns,
             preview=stored.preview, file=stored.file,
             original_filename=original_filename[:300], size_bytes=size_bytes,
-            source_batch=source_batch)
+            source_batch=source_batch, hidden=hidden)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete the dataset and its stored file; 409 naming the runs and labeling batches
+    made on it (they need its rows to resume, to be run again or to be read)."""
+    dependants = [d.describe() for d in dataset_dependants(dataset=dataset)]
+    if dependants:
+        shown = "; ".join(dependants[:10]) + (
+            f"; and {len(dependants) - 10} more" if len(dependants) > 10 else "")
+        raise WrongState(f"Dataset {dataset.pk} '{dataset.name}' cannot be deleted: it is "
+                         f"used by {shown}. Delete those first.")
+    path = dataset.file_path
+    with transaction.atomic():
+        Dataset.objects.filter(pk=dataset.pk).delete()
+        transaction.on_commit(lambda: path.unlink(missing_ok=True))

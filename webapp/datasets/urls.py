@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.dataset_list_page, name="list"),
     path("upload/", views.dataset_upload, name="upload"),
     path("<int:dataset_id>/", views.dataset_detail_page, name="detail"),
+    path("<int:dataset_id>/delete/", views.dataset_delete, name="delete"),
 ]

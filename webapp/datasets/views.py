@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -60,7 +61,9 @@ def dataset_detail_page(request: HttpRequest, dataset_id: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, dataset_id)
     preview = [[_cell(row.get(column)) for column in dataset.columns]
                for row in dataset.preview]
-    return render(request, "datasets/detail.html", {"dataset": dataset, "preview": preview})
+    return render(request, "datasets/detail.html", {
+        "dataset": dataset, "preview": preview,
+        "dependants": selectors.dataset_dependants(dataset=dataset)})
 
 
 def _cell(value: Any) -> dict[str, Any]:
@@ -76,3 +79,16 @@ def _cell(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"text": value}
     return {"text": json.dumps(value, ensure_ascii=False)}
+
+
+@login_required
+@require_POST
+def dataset_delete(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, dataset_id)
+    try:
+        services.dataset_delete(dataset=dataset)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+        return redirect("datasets:detail", dataset_id=dataset.pk)
+    messages.success(request, f"Dataset '{dataset.name}' is deleted, its file too.")
+    return redirect("datasets:list")

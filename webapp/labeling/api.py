@@ -18,7 +18,7 @@ from ninja.errors import HttpError
 from pydantic import StrictBool, StrictInt
 
 from webapp.datasets.api import DatasetOut
-from webapp.errors import Invalid
+from webapp.errors import Invalid, WrongState
 from webapp.labeling import selectors, services
 from webapp.labeling.from_samples import batch_create_from_samples
 from webapp.labeling.models import Batch
@@ -74,6 +74,7 @@ class AgreementOut(Schema):
 class ItemAgreementOut(AgreementOut):
     item: int
     index: int
+    number: int
     prompt_text: str
 
 
@@ -124,6 +125,7 @@ class ItemOut(Schema):
     item: int
     batch: int
     index: int
+    number: int = Field(description="what the pages call the item: its prompt's row, from 1")
     prompt: Any
     prompt_text: str
     responses: list[ResponseOut]
@@ -221,6 +223,16 @@ def get_batch(request: HttpRequest, batch_id: int):
     return batch_detail_out(batch, request.user)
 
 
+@router.delete("/batches/{batch_id}", response={204: None},
+               summary="Delete a batch with its items and rankings")
+def delete_batch(request: HttpRequest, batch_id: int):
+    """Your own batches only; 409 while it is still generating. Datasets made from its
+    rankings stay."""
+    batch = selectors.batch_get_for_owner(user=request.user, batch_id=batch_id)
+    services.batch_delete(batch=batch)
+    return 204, None
+
+
 @router.get("/batches/{batch_id}/agreement", response=BatchAgreementOut,
             summary="Agreement between annotators, overall and per item")
 def get_agreement(request: HttpRequest, batch_id: int):
@@ -275,7 +287,8 @@ def _export_lines(batch: Batch, fmt: str) -> Iterator[str]:
             rows = [{"prompt": ranked.prompt, "chosen": chosen, "rejected": rejected}
                     for chosen, rejected in selectors.ranked_pairs(ranked)]
         for row in rows:
-            row |= {"annotator": ranked.annotator, "item": ranked.item}
+            row |= {"annotator": ranked.annotator, "item": ranked.item,
+                    "item_number": ranked.number}
             yield json.dumps(row, ensure_ascii=False) + "\n"
 
 
@@ -284,12 +297,16 @@ def export_batch(request: HttpRequest, batch_id: int, format: str = "pairs"):
     """``pairs``: one line per (chosen, rejected) pair of each person's ranking; tied
     responses, identical texts and blank responses give no pair (the lines are exactly the
     rows of the batch's preferences dataset). ``rankings``: one line per person's ranking,
-    ``ranking`` holding one rank per response (1 best). Every line names its ``annotator``
-    and ``item``."""
+    ``ranking`` holding one rank per response (1 best). Every line names its ``annotator``,
+    its ``item`` (the id the API takes) and ``item_number`` (the number the pages show).
+    409 while no one has ranked anything."""
     batch = selectors.batch_get_for_owner(user=request.user, batch_id=batch_id)
     if format not in EXPORT_FORMATS:
         raise Invalid(f"format must be one of {', '.join(EXPORT_FORMATS)}.",
                       fields={"format": f"unknown format {format!r}"})
+    if not selectors.batch_has_rankings(batch=batch):
+        raise WrongState("No one has ranked an item of this batch yet; there is nothing to "
+                         "export.")
     response = StreamingHttpResponse(_export_lines(batch, format),
                                      content_type="application/x-ndjson; charset=utf-8")
     response["Content-Disposition"] = (
@@ -329,7 +346,7 @@ def make_dataset(request: HttpRequest, batch_id: int):
     ``GET /api/datasets/{id}``) and its ``source_batch``; 409 while there are no rankings.
     It is what a ``reward_model`` run takes as its dataset."""
     batch = selectors.batch_get_for_owner(user=request.user, batch_id=batch_id)
-    dataset = services.batch_dataset_create(batch=batch, name=_optional_name(request))
+    dataset, _ = services.batch_dataset_create(batch=batch, name=_optional_name(request))
     return 201, {"id": dataset.pk, "name": dataset.name, "kind": dataset.kind,
                  "rows": dataset.rows, "columns": dataset.columns, "preview": dataset.preview,
                  "created_at": dataset.created_at, "size_bytes": dataset.size_bytes,

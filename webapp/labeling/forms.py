@@ -47,7 +47,7 @@ class BatchForm(forms.Form):
     def __init__(self, *args: Any, user: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.user = user
-        self.fields["dataset"].queryset = Dataset.objects.filter(owner_id=user.pk,
+        self.fields["dataset"].queryset = Dataset.objects.filter(hidden=False, owner_id=user.pk,
                                                                  kind=DatasetKind.PROMPTS)
         self.fields["model"].choices = [(m.id, m.name) for m in model_list(user=user)
                                         if m.kind == "policy"]

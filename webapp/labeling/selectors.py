@@ -16,7 +16,7 @@ from django.utils import timezone
 from training.preferences import ranking_pairs
 from webapp.ids import parse_id
 from webapp.labeling import agreement
-from webapp.labeling.models import Batch, Item, Ranking, Skip
+from webapp.labeling.models import Batch, BatchOrigin, Item, Ranking, Skip
 
 User: TypeAlias = AbstractBaseUser | AnonymousUser
 
@@ -32,8 +32,10 @@ def _int(value: Any) -> int:
 
 
 def batch_list(*, user: User, limit: int = 50, offset: int = 0) -> QuerySet[Batch]:
-    """The user's batches and the batches others share, newest first, with counts."""
-    qs = (Batch.objects.filter(_visible(user)).select_related("owner", "dataset")
+    """The user's batches and the batches others share, newest first, with counts (not the
+    playground's one-prompt batches)."""
+    qs = (Batch.objects.filter(_visible(user)).exclude(origin=BatchOrigin.PLAYGROUND)
+          .select_related("owner", "dataset")
           .annotate(items_total=Count("items", distinct=True),
                     rankings_total=Count("items__rankings", distinct=True),
                     items_ranked_by_you=Count("items__rankings", distinct=True,
@@ -97,7 +99,8 @@ def unranked_item_for_user(*, batch: Batch, user: User, item_id: int | str) -> I
 
 def item_out(item: Item) -> dict[str, Any]:
     """The API's item: ``{"item", "index", "prompt", "prompt_text", "responses"}``."""
-    return {"item": item.pk, "batch": item.batch_id, "index": item.index, "prompt": item.prompt,
+    return {"item": item.pk, "batch": item.batch_id, "index": item.index,
+            "number": item_number(item.index), "prompt": item.prompt,
             "prompt_text": item.prompt_text,
             "responses": [{"id": r.pk, "index": r.index, "text": r.text}
                           for r in item.responses.all()]}
@@ -149,8 +152,9 @@ def batch_agreement(*, batch: Batch) -> dict[str, Any]:
     items = Item.objects.filter(pk__in=list(per_item)).order_by("index").values_list(
         "pk", "index", "prompt_text")
     return {"overall": _summary(overall),
-            "items": [{"item": pk, "index": index, "prompt_text": text,
-                       **_summary(per_item[pk])} for pk, index, text in items]}
+            "items": [{"item": pk, "index": index, "number": item_number(index),
+                       "prompt_text": text, **_summary(per_item[pk])}
+                      for pk, index, text in items]}
 
 
 def _summary(summary: agreement.Summary) -> dict[str, Any]:
@@ -159,11 +163,18 @@ def _summary(summary: agreement.Summary) -> dict[str, Any]:
             "tau_undefined": summary.tau_undefined}
 
 
+def item_number(index: int) -> int:
+    """What the ranking page, the batch page and the export call an item: its prompt's row
+    in the dataset counted from 1 (as the dataset preview counts rows)."""
+    return index + 1
+
+
 @dataclass
 class RankedItem:
     """One person's ranking of one item, ready for export."""
 
     item: int
+    number: int  # the item's number as the pages show it: its prompt's row, from 1
     prompt: Any
     responses: list[str]
     ranks: list[int]
@@ -181,7 +192,8 @@ def batch_rankings(*, batch: Batch) -> Iterator[RankedItem]:
         if item.pk not in texts:
             texts = {item.pk: list(item.responses.order_by("index")
                                    .values_list("text", flat=True))}
-        yield RankedItem(item=item.pk, prompt=item.prompt, responses=texts[item.pk],
+        yield RankedItem(item=item.pk, number=item_number(item.index), prompt=item.prompt,
+                         responses=texts[item.pk],
                          ranks=list(ranking.ranks), annotator=ranking.annotator.get_username())
 
 

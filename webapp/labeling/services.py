@@ -3,6 +3,8 @@ conditional UPDATEs whose row count says whether the move happened; the worker's
 the attempt that claimed the batch and are refused once it is no longer current."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +30,7 @@ from webapp.labeling.models import (
     MAX_NEW_TOKENS_CAP,
     MAX_PROMPTS_CAP,
     Batch,
+    BatchOrigin,
     BatchStatus,
     Item,
     Ranking,
@@ -90,7 +93,7 @@ def _prompts_dataset(owner: AbstractBaseUser, dataset_id: Any, fields: dict[str,
 def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: str,
                  responses_per_prompt: Any = None, temperature: Any = None, top_p: Any = None,
                  max_new_tokens: Any = None, max_prompts: Any = None, seed: Any = None,
-                 shared: bool = False) -> Batch:
+                 shared: bool = False, origin: str | None = None) -> Batch:
     """Validate everything (one 422 naming every bad field), store the batch as queued and
     enqueue its generation once the row is committed."""
     fields: dict[str, str] = {}
@@ -128,6 +131,7 @@ def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: 
     with transaction.atomic():
         batch = Batch.objects.create(owner=owner, name=name, dataset=dataset, model=entry.id,
                                      responses_per_prompt=k, shared=shared,
+                                     origin=origin or BatchOrigin.GENERATED,
                                      items_expected=expected, **clean)
         transaction.on_commit(lambda: _enqueue(batch.pk))
     return batch
@@ -323,15 +327,54 @@ def preference_rows(*, batch: Batch) -> list[dict[str, Any]]:
             for chosen, rejected in selectors.ranked_pairs(ranked)]
 
 
-def batch_dataset_create(*, batch: Batch, name: str = "") -> Dataset:
+def rankings_digest(*, batch: Batch) -> str:
+    """A digest of the batch's rankings as they stand: who ranked what, how (an undo and a
+    new ranking change it)."""
+    digest = hashlib.sha256()
+    for row in Ranking.objects.filter(item__batch=batch).order_by("pk").values_list(
+            "pk", "annotator_id", "ranks"):
+        digest.update(json.dumps(row).encode())
+    return digest.hexdigest()
+
+
+def batch_dataset_create(*, batch: Batch, name: str = "", reuse: bool = False
+                         ) -> tuple[Dataset, bool]:
     """A preferences dataset of the owner made from the rankings so far, recording the batch;
-    409 while there are no rankings (or they give no pair)."""
+    409 while there are no rankings (or they give no pair). With ``reuse``, a dataset made
+    earlier from exactly these rankings is returned instead of a copy. Returns the dataset
+    and whether it is new."""
     if not selectors.batch_has_rankings(batch=batch):
         raise WrongState("No one has ranked an item of this batch yet; rank some first.")
+    digest = rankings_digest(batch=batch)
+    if reuse:
+        made = (Dataset.objects.filter(source_batch=batch, source_rankings=digest,
+                                       owner_id=batch.owner_id).order_by("-created_at").first())
+        if made is not None:
+            return made, False
     rows = preference_rows(batch=batch)
     if not rows:
         raise WrongState("The rankings so far give no preference pairs: each ties all of its "
                          "responses, or the responses are blank.")
     name = (name or "").strip() or f"{batch.name} (preferences)"[:200]
-    return dataset_create_from_rows(owner=batch.owner, name=name, kind=str(DatasetKind.PREFERENCES),
-                                    rows=rows, source_batch=batch)
+    dataset = dataset_create_from_rows(owner=batch.owner, name=name,
+                                       kind=str(DatasetKind.PREFERENCES), rows=rows,
+                                       source_batch=batch)
+    Dataset.objects.filter(pk=dataset.pk).update(source_rankings=digest)
+    dataset.source_rankings = digest
+    return dataset, True
+
+
+def batch_delete(*, batch: Batch) -> None:
+    """Delete the batch with its items, responses and rankings. Datasets made from its
+    rankings stay (they are copies); a playground batch takes its one-prompt dataset along
+    once no other batch uses it. 409 while it is still generating."""
+    if batch.is_generating:
+        raise WrongState(f"Batch {batch.pk} '{batch.name}' is still generating ({batch.status});"
+                         " delete it once it is ready or has failed.")
+    hidden = batch.dataset if batch.dataset_id and batch.dataset.hidden else None
+    with transaction.atomic():
+        Batch.objects.filter(pk=batch.pk).delete()
+        if hidden is not None and not Batch.objects.filter(dataset=hidden).exists():
+            path = hidden.file_path
+            hidden.delete()
+            transaction.on_commit(lambda: path.unlink(missing_ok=True))

@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:batch_id>/rank/", views.batch_rank, name="rank"),
     path("<int:batch_id>/dataset/", views.batch_make_dataset, name="make-dataset"),
     path("<int:batch_id>/reward-model/", views.batch_fit_reward_model, name="reward-model"),
+    path("<int:batch_id>/delete/", views.batch_delete, name="delete"),
 ]

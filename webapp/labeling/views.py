@@ -20,9 +20,11 @@ from webapp.labeling.models import Batch
 
 LIST_LIMIT = 200
 # The ranking page's keys, shown on the page (the JS implements them).
-KEYS = [("1 … K", "pick a response"), ("↑ / ↓", "move the picked response up (better) or "
-                                                 "down (worse)"),
-        ("t", "tie the picked response with the one above"), ("Enter", "submit the ranking"),
+KEYS = [("1 … K", "pick a response"),
+        ("← / →", "move the picked response one place toward best (left) or worst (right)"),
+        ("↑ / ↓", "move it one row up (better) or down (worse)"),
+        ("t", "tie the picked response with the one before it"),
+        ("Enter", "submit the ranking (twice if you left the order as shown)"),
         ("s", "skip this item"), ("u", "undo your last ranking")]
 
 
@@ -112,6 +114,7 @@ def batch_rank(request: HttpRequest, batch_id: int) -> HttpResponse:
     return render(request, "labeling/rank.html", {
         "batch": batch, "item": item, "responses": list(item.responses.all()) if item else [],
         "progress": progress, "done_share": done_share, "keys": KEYS,
+        "item_number": selectors.item_number(item.index) if item else None,
         "is_owner": batch.owner_id == request.user.pk})
 
 
@@ -119,20 +122,22 @@ def _owned(request: HttpRequest, batch_id: int) -> Batch:
     return selectors.batch_get_for_owner(user=request.user, batch_id=batch_id)
 
 
-def _dataset_from(request: HttpRequest, batch: Batch) -> Dataset | None:
-    """The batch's rankings as a preferences dataset, or None with the reason shown."""
+def _dataset_from(request: HttpRequest, batch: Batch, *, reuse: bool = False
+                  ) -> tuple[Dataset | None, bool]:
+    """The batch's rankings as a preferences dataset (new, or with ``reuse`` the one made
+    from the same rankings before), or None with the reason shown."""
     try:
-        return services.batch_dataset_create(batch=batch)
+        return services.batch_dataset_create(batch=batch, reuse=reuse)
     except ServiceError as exc:
         messages.error(request, exc.detail)
-        return None
+        return None, False
 
 
 @login_required
 @require_POST
 def batch_make_dataset(request: HttpRequest, batch_id: int) -> HttpResponse:
     batch = _owned(request, batch_id)
-    dataset = _dataset_from(request, batch)
+    dataset, _ = _dataset_from(request, batch)
     if dataset is None:
         return redirect("labeling:detail", batch_id=batch.pk)
     messages.success(request, f"Dataset '{dataset.name}' holds {dataset.rows} preference "
@@ -143,13 +148,28 @@ def batch_make_dataset(request: HttpRequest, batch_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def batch_fit_reward_model(request: HttpRequest, batch_id: int) -> HttpResponse:
-    """Make the dataset, then open the reward-model launch form with it picked."""
+    """Open the reward-model launch form on the dataset of these rankings: the one made
+    from the same rankings before, or a new one when they have changed."""
     batch = _owned(request, batch_id)
-    dataset = _dataset_from(request, batch)
+    dataset, new = _dataset_from(request, batch, reuse=True)
     if dataset is None:
         return redirect("labeling:detail", batch_id=batch.pk)
-    messages.success(request, f"Dataset '{dataset.name}' ({dataset.rows} pairs) is ready; "
+    made = "is ready" if new else "(made earlier from these same rankings) is reused"
+    messages.success(request, f"Dataset '{dataset.name}' ({dataset.rows} pairs) {made}; "
                               "pick the backbone and launch.")
     query = urlencode({"algorithm": "reward_model", "dataset": dataset.pk,
                        "name": f"RM on {batch.name}"[:200]})
     return redirect(f"{reverse('runs:new')}?{query}")
+
+
+@login_required
+@require_POST
+def batch_delete(request: HttpRequest, batch_id: int) -> HttpResponse:
+    batch = _owned(request, batch_id)
+    try:
+        services.batch_delete(batch=batch)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+        return redirect("labeling:detail", batch_id=batch.pk)
+    messages.success(request, f"Batch '{batch.name}' is deleted.")
+    return redirect("labeling:list")

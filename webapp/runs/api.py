@@ -12,8 +12,9 @@ from pydantic import StrictInt
 
 from training.config import CONFIG_CLASSES
 from webapp.errors import Invalid
-from webapp.runs import compare, selectors, services
-from webapp.runs.models import Run
+from webapp.runs import compare, deletion, selectors, services
+from webapp.runs.checkpoints import checkpoint_disk_usage
+from webapp.runs.models import Checkpoint, Run
 from webapp.runs.registry import model_list
 from webapp.runs.series import POINTS_MAX, POINTS_MIN, X_KEYS, series_downsampled
 from webapp.runs.summaries import summary_of
@@ -29,6 +30,11 @@ class ModelOut(Schema):
     name: str
     kind: str
     source: str
+    checkpoint: int | None = Field(None, description="for a checkpoint: its id")
+    run: int | None = Field(None, description="for a checkpoint: the run that wrote it")
+    step: int | None = None
+    parent: str | None = Field(None, description="for a checkpoint: the model id its run "
+                               "started from (follow parents for the whole lineage)")
 
 
 class RunIn(StrictIn):
@@ -81,13 +87,22 @@ class RunOut(Schema):
     attempts: list[AttemptOut]
 
 
+class DiskOut(Schema):
+    weights: int
+    training_state: int
+    archive: int
+    total: int
+
+
 class CheckpointOut(Schema):
     id: int
     step: int
-    size_bytes: int
+    size_bytes: int = Field(description="the zip's size (its sha256 is sha256)")
     sha256: str
     model_id: str
     created_at: datetime
+    disk: DiskOut = Field(description="bytes on disk: the model directory, the training "
+                          "state kept to resume, the zip, and their total")
 
 
 class Paging(Schema):
@@ -167,8 +182,19 @@ def _check_points(points: int) -> None:
 
 @router.get("/models", response=list[ModelOut])
 def list_models(request: HttpRequest):
-    return [{"id": e.id, "name": e.name, "kind": e.kind, "source": e.source}
-            for e in model_list(user=request.user)]
+    """Bundled, local and checkpoint models; a checkpoint names its run, step and parent."""
+    entries = model_list(user=request.user)
+    checkpoints = {c.pk: c for c in Checkpoint.objects.filter(
+        pk__in=[e.checkpoint_id for e in entries if e.checkpoint_id]).select_related("run")}
+    out = []
+    for e in entries:
+        row: dict[str, Any] = {"id": e.id, "name": e.name, "kind": e.kind, "source": e.source}
+        c = checkpoints.get(e.checkpoint_id or 0)
+        if c is not None:
+            row |= {"checkpoint": c.pk, "run": c.run_id, "step": c.step,
+                    "parent": c.run.base_model}
+        out.append(row)
+    return out
 
 
 @router.get("/hyperparameters/{algorithm}")
@@ -279,10 +305,36 @@ def run_sample_steps(request: HttpRequest, run_id: int, prompt: str | None = Non
     return {"steps": selectors.run_sample_steps(run=run, prompt=prompt)}
 
 
+@router.delete("/runs/{run_id}", response={204: None})
+def delete_run(request: HttpRequest, run_id: int):
+    """An ended run with its metrics, samples and checkpoint files; 409 while it runs, or
+    when a run or a reward source depends on one of its checkpoints (named)."""
+    deletion.run_delete(run=selectors.run_get_for_user(user=request.user, run_id=run_id))
+    return 204, None
+
+
+def _checkpoint_out(checkpoint: Checkpoint) -> dict[str, Any]:
+    disk = checkpoint_disk_usage(checkpoint)
+    return {"id": checkpoint.pk, "step": checkpoint.step, "size_bytes": checkpoint.size_bytes,
+            "sha256": checkpoint.sha256, "model_id": checkpoint.model_id,
+            "created_at": checkpoint.created_at,
+            "disk": {"weights": disk.weights, "training_state": disk.training_state,
+                     "archive": disk.archive, "total": disk.total}}
+
+
 @router.get("/runs/{run_id}/checkpoints", response=list[CheckpointOut])
 def run_checkpoints(request: HttpRequest, run_id: int):
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
-    return list(selectors.checkpoint_list(run=run))
+    return [_checkpoint_out(c) for c in selectors.checkpoint_list(run=run)]
+
+
+@router.delete("/checkpoints/{checkpoint_id}", response={204: None})
+def delete_checkpoint(request: HttpRequest, checkpoint_id: int):
+    """One checkpoint of an ended run, its files too; 409 naming what depends on it."""
+    checkpoint = selectors.checkpoint_get_for_user(user=request.user,
+                                                   checkpoint_id=checkpoint_id)
+    deletion.checkpoint_delete(checkpoint=checkpoint)
+    return 204, None
 
 
 @router.get("/checkpoints/{checkpoint_id}/download")

@@ -19,11 +19,13 @@ REWARD_TYPES = [("length", "Length target"), ("regex", "Format regex"),
                 ("exact_match", "Exact match"), ("reward_model", "Reward model")]
 MAX_REWARD_ROWS = 8
 
-# Starting points a person can apply with one click (the page's JS fills the fields).
+# Starting points a person can apply with one click: the page's JS fills the fields and
+# says what it changed. Keys are hyperparameters, or ``base_model`` for the model picked.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "grpo": {
-        "Smoke test (tiny-llama, seconds)": {
-            "max_steps": 4, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 16},
+        "Smoke test (tiny-llama)": {
+            "base_model": "tiny-llama", "max_steps": 4, "prompts_per_step": 2,
+            "group_size": 4, "max_new_tokens": 16},
         "Length control (seed article)": {
             "max_steps": 10, "prompts_per_step": 4, "group_size": 8, "max_new_tokens": 64,
             "learning_rate": 1e-5, "temperature": 0.8, "beta": 0.04},
@@ -32,14 +34,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "Dr. GRPO": {"loss_type": "dr_grpo", "scale_rewards": "none"},
     },
     "ppo": {
-        "Smoke test (tiny-llama, seconds)": {
-            "max_steps": 4, "prompts_per_step": 4, "minibatches": 2, "max_new_tokens": 16},
+        "Smoke test (tiny-llama)": {
+            "base_model": "tiny-llama", "max_steps": 4, "prompts_per_step": 4,
+            "minibatches": 2, "max_new_tokens": 16},
         "InstructGPT-style (adaptive KL)": {
             "kl_coef": 0.1, "kl_target": 6.0, "ppo_epochs": 4, "cliprange": 0.2,
             "gamma": 1.0, "lam": 0.95},
     },
     "reward_model": {
-        "Smoke test (tiny-llama)": {"max_steps": 20, "batch_size": 8, "max_length": 128},
+        "Smoke test (tiny-llama)": {"base_model": "tiny-llama", "max_steps": 20,
+                                    "batch_size": 8, "max_length": 128},
         "MiniLM encoder": {"max_steps": 200, "batch_size": 16, "learning_rate": 5e-5,
                            "max_length": 256},
     },
@@ -72,7 +76,7 @@ class RunForm(forms.Form):
         self.algorithm, self.user = algorithm, user
         self.config_class = CONFIG_CLASSES[algorithm]
         self.fields["dataset"].queryset = Dataset.objects.filter(
-            owner_id=user.pk, kind__in=DATASET_KINDS[algorithm])
+            owner_id=user.pk, kind__in=DATASET_KINDS[algorithm], hidden=False)
         self.fields["base_model"].choices = [
             (m.id, m.name) for m in model_list(user=user) if m.kind in BASE_KINDS[algorithm]]
         if algorithm == "reward_model":

@@ -6,6 +6,7 @@ whose attempt is not the run's current one, so a stale worker cannot corrupt a n
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -206,3 +207,11 @@ class Checkpoint(models.Model):
     @property
     def model_id(self) -> str:
         return f"ckpt-{self.pk}"
+
+    @property
+    def disk(self) -> Any:
+        """Bytes on disk (``.weights``, ``.training_state``, ``.archive``, ``.total``); read
+        from the files each time (:func:`webapp.runs.checkpoints.checkpoint_disk_usage`)."""
+        from webapp.runs.checkpoints import checkpoint_disk_usage
+
+        return checkpoint_disk_usage(self)

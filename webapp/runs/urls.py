@@ -9,6 +9,7 @@ urlpatterns = [
     path("compare/", views.run_compare_page, name="compare"),
     path("<int:run_id>/", views.run_detail, name="detail"),
     path("<int:run_id>/cancel/", views.run_cancel, name="cancel"),
+    path("<int:run_id>/delete/", views.run_delete, name="delete"),
     path("<int:run_id>/samples/", views.run_samples_fragment, name="samples"),
     path("<int:run_id>/checkpoints/", views.run_checkpoints_fragment, name="checkpoints"),
     path("<int:run_id>/status/", views.run_status_fragment, name="status"),

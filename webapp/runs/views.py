@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.datasets.models import Dataset
 from webapp.errors import ServiceError
-from webapp.runs import compare, selectors, services
+from webapp.runs import compare, deletion, selectors, services
 from webapp.runs.forms import (
     ALGORITHMS,
     MAX_REWARD_ROWS,
@@ -23,6 +23,7 @@ from webapp.runs.forms import (
     rewards_from_post,
 )
 from webapp.runs.models import Run, RunStatus
+from webapp.runs.prefill import prefill_from
 from webapp.runs.registry import model_list
 from webapp.runs.summaries import REWARD_KEYS
 
@@ -56,7 +57,8 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
         "page": page, "runs": page.object_list, "filters": filters, "columns": RUN_COLUMNS,
         "filtered": filters != selectors.RunFilters(ordering=filters.ordering),
         "query": query.urlencode(), "algorithms": ALGORITHMS, "statuses": RunStatus.choices,
-        "datasets": Dataset.objects.filter(owner_id=request.user.pk).order_by("name"),
+        "datasets": Dataset.objects.filter(owner_id=request.user.pk, hidden=False
+                                           ).order_by("name"),
         "base_models": selectors.run_base_models(user=request.user)})
 
 
@@ -116,8 +118,10 @@ def _algorithm(request: HttpRequest) -> str:
 def run_new(request: HttpRequest) -> HttpResponse:
     algorithm = _algorithm(request)
     if request.method != "POST":
-        form = RunForm(user=request.user, algorithm=algorithm, initial=_initial_from(request))
-        return render(request, "runs/new.html", _form_context(form, DEFAULT_REWARDS))
+        prefill = prefill_from(request, algorithm=algorithm)
+        form = RunForm(user=request.user, algorithm=prefill.algorithm, initial=prefill.initial)
+        context = _form_context(form, prefill.rewards or DEFAULT_REWARDS)
+        return render(request, "runs/new.html", context | {"prefill_note": prefill.note})
     form = RunForm(request.POST, user=request.user, algorithm=algorithm)
     rewards = rewards_from_post(request.POST) if algorithm != "reward_model" else []
     if not form.is_valid():
@@ -137,11 +141,6 @@ def run_new(request: HttpRequest) -> HttpResponse:
                       _form_context(form, rewards, exc.fields, exc.detail), status=exc.status)
     messages.success(request, f"Run '{run.name}' is queued.", extra_tags="launch")
     return redirect("runs:detail", run_id=run.pk)
-
-
-def _initial_from(request: HttpRequest) -> dict:
-    """Pre-fill from ?dataset=&base_model= links (e.g. 'train from this checkpoint')."""
-    return {k: request.GET[k] for k in ("dataset", "base_model", "name") if k in request.GET}
 
 
 @login_required
@@ -202,3 +201,19 @@ def run_status_fragment(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
     return render(request, "runs/detail.html#status", {
         "run": run, "summary": selectors.run_summary(run=run), **_status_context(run)})
+
+
+@login_required
+@require_POST
+def run_delete(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Delete an ended run and its files; a refusal (running, or its checkpoints in use) is
+    shown on the run page with the dependants named."""
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    try:
+        deletion.run_delete(run=run)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+        return redirect("runs:detail", run_id=run.pk)
+    messages.success(request, f"Run '{run.name}' is deleted, with its metrics, samples and "
+                              "checkpoint files.")
+    return redirect("runs:list")

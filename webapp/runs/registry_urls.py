@@ -1,0 +1,10 @@
+from django.urls import path
+
+from webapp.runs import registry_views
+
+app_name = "models"
+urlpatterns = [
+    path("", registry_views.model_list_page, name="list"),
+    path("checkpoints/<int:checkpoint_id>/delete/", registry_views.checkpoint_delete,
+         name="checkpoint-delete"),
+]

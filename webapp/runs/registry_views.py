@@ -1,0 +1,82 @@
+"""The models page: the registry as a person browses it (bundled, local, the checkpoints of
+their runs, fitted reward models), each checkpoint with its lineage, its bytes on disk and
+what depends on it; and deleting a checkpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.errors import ServiceError
+from webapp.runs import deletion, selectors
+from webapp.runs.checkpoints import (
+    Ancestor,
+    Dependant,
+    DiskUsage,
+    checkpoint_disk_usage,
+    checkpoint_lineage,
+    dependants_by_checkpoint,
+)
+from webapp.runs.models import Checkpoint
+from webapp.runs.registry import ModelEntry, model_list
+
+CHECKPOINTS_SHOWN = 300
+
+
+@dataclass
+class CheckpointRow:
+    checkpoint: Checkpoint
+    lineage: list[Ancestor]
+    disk: DiskUsage
+    dependants: list[Dependant]
+
+    @property
+    def deletable(self) -> bool:
+        return not self.dependants and self.checkpoint.run.is_terminal
+
+
+def _checkpoint_rows(user: object) -> list[CheckpointRow]:
+    checkpoints = list(Checkpoint.objects.filter(run__owner_id=getattr(user, "pk", None))
+                       .select_related("run").order_by("-created_at", "-id")[:CHECKPOINTS_SHOWN])
+    known = {c.pk: c for c in checkpoints}
+    dependants = dependants_by_checkpoint(checkpoints)
+    return [CheckpointRow(c, checkpoint_lineage(c, known), checkpoint_disk_usage(c),
+                          dependants[c.pk]) for c in checkpoints]
+
+
+@login_required
+@require_GET
+def model_list_page(request: HttpRequest) -> HttpResponse:
+    entries: list[ModelEntry] = model_list(user=request.user, include_unready=True)
+    rows = _checkpoint_rows(request.user)
+    return render(request, "runs/models.html", {
+        "bundled": [e for e in entries if e.source in ("bundled", "local")],
+        "policies": [r for r in rows if r.checkpoint.run.algorithm != "reward_model"],
+        "reward_models": [r for r in rows if r.checkpoint.run.algorithm == "reward_model"],
+        "shown_max": CHECKPOINTS_SHOWN, "truncated": len(rows) >= CHECKPOINTS_SHOWN,
+        "disk_total": sum(r.disk.total for r in rows)})
+
+
+@login_required
+@require_POST
+def checkpoint_delete(request: HttpRequest, checkpoint_id: int) -> HttpResponse:
+    checkpoint = selectors.checkpoint_get_for_user(user=request.user,
+                                                   checkpoint_id=checkpoint_id)
+    try:
+        deletion.checkpoint_delete(checkpoint=checkpoint)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Checkpoint {checkpoint.model_id} (run "
+                                  f"{checkpoint.run_id} step {checkpoint.step}) is deleted, "
+                                  "its files too.")
+    # back to the page the delete came from (a run page), if it is one of this site's
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect("models:list")
