@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 
 from webapp.datasets.models import Dataset
-from webapp.runs import attempts
+from webapp.runs import attempts, events
 from webapp.runs.models import Run, RunStatus
 
 GRPO_HP = {"max_steps": 100, "learning_rate": 1e-5, "group_size": 4, "beta": 0.04,
@@ -38,6 +38,7 @@ def make_run(owner, dataset: Dataset, *, name: str = "run", algorithm: str = "gr
         rewards=rewards if rewards is not None else [
             {"type": "length", "target": 200, "weight": 1.0}],
         hyperparameters=hp, max_steps=hp.get("max_steps", steps))
+    events.reset(run.pk)  # as run_create does: an earlier test's run had this id too
     attempt = attempts.run_claim(run_id=run.pk, worker="test-worker")
     assert attempt is not None
     for step in range(1, steps + 1):

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT, worker_env
 from tests.runs_helpers import make_dataset
 from webapp.accounts.services import api_token_create
-from webapp.runs import attempts
+from webapp.runs import attempts, events
 from webapp.runs.models import Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -81,6 +81,7 @@ async def _status(port: int, path: str, headers: dict[str, str]) -> tuple[int, b
 def running(user):
     run = Run.objects.create(owner=user, name="live", algorithm="grpo",
                              dataset=make_dataset(user), base_model="tiny-llama", max_steps=3)
+    events.reset(run.pk)  # as run_create does: an earlier test's run had this id too
     attempts.run_claim(run_id=run.pk, worker="test")
     return run
 
