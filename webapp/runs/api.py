@@ -1,11 +1,10 @@
 """JSON API for models, runs, metrics, samples and checkpoints (API.md)."""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
+import orjson
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema
 from pydantic import StrictInt
@@ -238,10 +237,9 @@ def compare_runs(request: HttpRequest, query: Query[CompareQuery]):
     body = {"runs": [_compare_run_out(r) for r in runs],
             "diff": compare.run_settings_diff(runs), "ratios": compare.ppo_grpo_ratios(runs),
             "series": compare.compare_series(runs, keys=keys, points=query.points, x=query.x)}
-    # Tens of thousands of points: encoded directly (compact) rather than validated one by
-    # one against the schema, which would double the server time.
-    return HttpResponse(json.dumps(body, separators=(",", ":"), cls=DjangoJSONEncoder),
-                        content_type="application/json")
+    # Tens of thousands of points: encoded directly by orjson (a tenth of json's time for
+    # floats) rather than validated one by one against the schema.
+    return HttpResponse(orjson.dumps(body), content_type="application/json")
 
 
 def _compare_run_out(run: Run) -> dict[str, Any]:
