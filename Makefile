@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install models models-test run test lint browser check-services clean-var
+.PHONY: install models models-test run test lint browser check-services clean-var bench-trl-env
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -55,3 +55,20 @@ lint: install
 
 clean-var:  ## remove everything the app stored (database, uploads, checkpoints), keep models
 	rm -rf var/db.sqlite3* var/datasets var/checkpoints var/media var/static var/test
+
+# TRL in a virtual environment of its own, for bench/vs_trl.py (the reference side of the speed
+# comparison). torch first, pinned, so no CUDA build is pulled; transformers, accelerate and
+# datasets at the versions the project's .venv has, so both sides run the same model code.
+TRL_VENV ?= var/trl-venv
+TRL_SPEC ?= trl==1.16.0
+TRL_STAMP := $(TRL_VENV)/.installed-stamp
+
+$(TRL_STAMP): $(STAMP) Makefile
+	@test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRL_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(TRL_VENV)/bin/pip install --quiet "$(TRL_SPEC)" $$($(PY) -c 'import importlib.metadata as m; \
+	  print(" ".join(f"{p}=={m.version(p)}" for p in ("transformers", "accelerate", "datasets", "safetensors")))')
+	@touch $@
+
+bench-trl-env: $(TRL_STAMP)  ## TRL for bench/vs_trl.py, pinned, in its own venv under var/

@@ -99,6 +99,9 @@ class RolloutConfig(BaseConfig):
 
     rewards: tuple[RewardSpec, ...] = internal(())
     """Reward sources, validated separately from the hyperparameters."""
+    min_new_tokens: int = internal(0)
+    """EOS is not sampled before this many tokens. Benchmarks set it to ``max_new_tokens`` so
+    that two engines compared on the same prompts do exactly the same work."""
 
     prompts_per_step: int = hp(4, "Prompts drawn from the dataset for each step.", lo=1,
                                hi=4096, group="sampling")

@@ -8,6 +8,7 @@ where each departs from its paper.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from training.modelhub import load_causal_lm
 from training.rewards import RewardScorer
 from training.rollout import Rollout, completion_logprobs, generate, render_prompt
 from training.runtime import (
+    onednn_linears,
     peak_memory_mb,
     resolve_device,
     resolve_dtype,
@@ -183,7 +185,7 @@ def sample_rollout(config: RolloutConfig, state: State, group_size: int,
     rollout = generate(state.policy, state.tokenizer, rendered, group_size=group_size,
                        max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                        top_p=config.top_p, max_prompt_tokens=MAX_PROMPT_TOKENS,
-                       should_stop=should_stop)
+                       should_stop=should_stop, min_new_tokens=config.min_new_tokens)
     return picked, rollout
 
 
@@ -195,22 +197,20 @@ def micro_batches(size: int, micro: int) -> list[slice]:
     return [slice(i, i + micro) for i in range(0, size, micro)]
 
 
-@torch.no_grad()
 def frozen_logprobs(state: State, rollout: Rollout, parts: Sequence[slice],
                     temperature: float, *, reference: bool) -> list[torch.Tensor]:
     """Log-probs without gradient, a (b, T) tensor per part: of the reference model, or of
     the policy as it is now."""
+    model: Any = state.reference if reference and state.reference is not None else state.policy
+    lora_reference = reference and state.reference is None  # the base without its adapters
     out = []
-    for mb in parts:
-        args = (rollout.input_ids[mb], rollout.attention_mask[mb], rollout.prompt_len,
-                temperature)
-        if reference and state.reference is None:  # LoRA: the base without its adapters
-            with state.policy.disable_adapter():
-                out.append(completion_logprobs(state.policy, *args)[0])
-        else:
-            model: Any = state.reference if reference else state.policy
-            out.append(completion_logprobs(model, *args)[0])
-    return out
+    with torch.inference_mode(), onednn_linears(model), \
+            (model.disable_adapter() if lora_reference else contextlib.nullcontext()):
+        for mb in parts:
+            out.append(completion_logprobs(model, rollout.input_ids[mb],
+                                           rollout.attention_mask[mb], rollout.prompt_len,
+                                           temperature)[0])
+    return [x.clone() for x in out]  # plain tensors, usable in the loss's autograd graph
 
 
 # --- log ---
