@@ -112,9 +112,14 @@ class RolloutConfig(BaseConfig):
                       "probability.", lo=0.01, hi=1.0, group="sampling")
     use_chat_template: bool = hp(True, "Wrap plain-text prompts as a user message in the "
                                  "model's chat template (when it has one).", group="sampling")
-    micro_batch_size: int = hp(0, "Sequences per forward/backward pass (0: the whole step at "
-                               "once); lower it to save memory, the update stays the same.",
-                               lo=0, hi=4096, group="system")
+    micro_batch_size: int = hp(0, "Sequences per forward/backward pass (0: picked from "
+                               "activation_memory_mb); lower it to save memory, the update "
+                               "stays the same.", lo=0, hi=4096, group="system")
+    activation_memory_mb: int = hp(512, "With micro_batch_size 0: the memory in MB that the "
+                                   "activations of one forward/backward pass may take; the "
+                                   "step is split into the largest micro-batches that fit "
+                                   "(estimated from the model's shape).", lo=16,
+                                   hi=1_048_576, group="system")
     kl_stop: float | None = hp(None, "Stop the run when mean KL to the reference exceeds this "
                                "(empty: never).", lo=0.0, hi=1e6, nullable=True,
                                group="schedule")

@@ -19,6 +19,7 @@ import torch
 from training.checkpoints import load_training_state, restore_optimizer, save_checkpoint_dir
 from training.config import BaseConfig, RolloutConfig
 from training.data import PromptSampler
+from training.memory import auto_micro_batch
 from training.metrics import MetricsSink, SampleRecord
 from training.modelhub import load_causal_lm
 from training.rewards import RewardScorer
@@ -190,6 +191,19 @@ def sample_rollout(config: RolloutConfig, state: State, group_size: int,
 
 
 # --- forward passes without gradient ---
+
+def micro_batch_rows(config: RolloutConfig, state: State, rollout: Rollout, total_rows: int,
+                     *, group_size: int, trunks: int = 1) -> int:
+    """Rows per forward/backward pass: ``micro_batch_size``, or when it is 0 the largest
+    split of ``total_rows`` whose activations fit ``activation_memory_mb``."""
+    if config.micro_batch_size:
+        return config.micro_batch_size
+    return auto_micro_batch(
+        total_rows, config.activation_memory_mb, model_config=state.policy.config,
+        prompt_tokens=rollout.prompt_len, completion_tokens=rollout.action_mask.shape[1],
+        group_size=group_size, param_bytes=next(state.policy.parameters()).element_size(),
+        checkpointing=config.gradient_checkpointing, trunks=trunks)
+
 
 def micro_batches(size: int, micro: int) -> list[slice]:
     """Slices of ``micro`` rows covering ``size`` rows; one slice when ``micro`` is 0."""

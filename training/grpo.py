@@ -33,6 +33,7 @@ from training.engine import (
     frozen_logprobs,
     load_policy,
     load_scorers,
+    micro_batch_rows,
     micro_batches,
     prepare,
     restore_progress,
@@ -48,7 +49,7 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import Stopwatch
+from training.runtime import Stopwatch, adamw
 
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
 
@@ -70,7 +71,7 @@ def setup_run(config: GRPOConfig, resume_from: str | None) -> tuple[State, int]:
     policy, reference = load_policy(config, device, dtype, resume_from, saved,
                                     with_reference=config.beta > 0)
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    optimizer = adamw(params, lr=config.learning_rate, device=device)
     scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     sampler = PromptSampler(len(rows), config.seed)
     names = reward_source_names([r.__dict__ for r in config.rewards])
@@ -103,7 +104,9 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     advantages = advantages.to(state.device)
     clock.lap("reward")
     # --- reference and old log-probs (no gradient) ---
-    parts = micro_batches(len(rollout.completions), config.micro_batch_size)
+    rows = len(rollout.completions)
+    parts = micro_batches(rows, micro_batch_rows(config, state, rollout, rows,
+                                                 group_size=config.group_size))
     ref_logprobs = (frozen_logprobs(state, rollout, parts, config.temperature, reference=True)
                     if config.beta > 0 else None)
     old_logprobs = (frozen_logprobs(state, rollout, parts, config.temperature, reference=False)
