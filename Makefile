@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install models models-test run test lint browser check-services clean-var bench-trl-env
+.PHONY: install models models-test run test lint browser check-services clean-var bench-trl-env gpu-carry
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -72,3 +72,21 @@ $(TRL_STAMP): $(STAMP) Makefile
 	@touch $@
 
 bench-trl-env: $(TRL_STAMP)  ## TRL for bench/vs_trl.py, pinned, in its own venv under var/
+
+# What bench/gpu_check.sh needs on a lent GPU machine, which reaches no registry and receives
+# only the repository (plus `carry`, 64 MiB): TRL's wheels for its Python 3.12, tiny-llama,
+# SmolLM2's config and tokenizer (the weights are too large to travel; the check builds the
+# same shape with random weights), and the reference script from ../shared/bench.
+GPU_CARRY ?= var/gpu-carry
+GPU_WHEELS := $(TRL_SPEC) datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+
+gpu-carry: install  ## prepare var/gpu-carry for bench/gpu_check.sh (see its header)
+	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)/wheels $(GPU_CARRY)/smollm2-config
+	cp -rL $(MODELS_DIR)/tiny-llama $(GPU_CARRY)/tiny-llama
+	cd $(MODELS_DIR)/smollm2-135m-instruct && cp config.json generation_config.json \
+	  tokenizer.json tokenizer_config.json chat_template.jinja $(abspath $(GPU_CARRY))/smollm2-config/
+	cp ../shared/bench/trl_grpo_baseline.py $(GPU_CARRY)/
+	$(PIP) download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d $(GPU_CARRY)/wheels $(GPU_WHEELS)
+	du -sh $(GPU_CARRY)

@@ -46,6 +46,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_gpu_mb() -> float | None:
+    """What torch's CUDA allocator held at most (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20)
+
+
 def steady(values: list[float]) -> list[float]:
     """The steps after the first (which pays for warm-up), or the only one there is."""
     return values[1:] or values
@@ -78,12 +87,14 @@ def run_trl(a: argparse.Namespace) -> None:
             self.cpu.append(time.process_time() - self.cpu_started)
 
     baseline.StepClock = CpuStepClock
-    sys.argv = ["trl_grpo_baseline.py", "--model", a.model, "--steps", str(a.steps), "--cpu"]
+    sys.argv = ["trl_grpo_baseline.py", "--model", a.model, "--steps", str(a.steps)]
+    sys.argv += ["--cpu"] if a.device == "cpu" else []
     sys.argv += ["--bf16"] if a.precision == "bf16" else []
     baseline.main()  # prints the reference script's own JSON line
     clock = clocks[0]
     print(json.dumps({"side": "trl", "step_s": clock.seconds, "cpu_s": clock.cpu,
-                      "tokens": clock.tokens, "peak_rss_mb": round(peak_rss_mb())}))
+                      "tokens": clock.tokens, "peak_rss_mb": round(peak_rss_mb()),
+                      "peak_gpu_mb": peak_gpu_mb()}))
 
 
 # --- our side (runs in the project's venv) ---
@@ -118,7 +129,7 @@ def run_ours(a: argparse.Namespace) -> None:
             "learning_rate": 1e-5, "beta": 0.04, "temperature": 0.8, "seed": 0,
             "precision": a.precision, "samples_per_step": 0,
         }, model_path=a.model, dataset_path=str(data), output_dir=str(Path(tmp) / "out"),
-            device="cpu", min_new_tokens=64,
+            device=a.device, min_new_tokens=64,
             # the reference's reward, -abs(200 - chars) / 100
             rewards=[{"type": "length", "target": 200, "weight": 0.01}])
         sink = CpuSink()
@@ -127,7 +138,7 @@ def run_ours(a: argparse.Namespace) -> None:
     tokens = [m["completion/length_mean"] * 8 for m in metrics]
     print(json.dumps({
         "side": "ours", "step_s": [m["perf/step_s"] for m in metrics], "cpu_s": sink.cpu,
-        "tokens": tokens, "peak_rss_mb": round(peak_rss_mb()),
+        "tokens": tokens, "peak_rss_mb": round(peak_rss_mb()), "peak_gpu_mb": peak_gpu_mb(),
         "split_s": {k: [m.get(f"perf/{k}_s", 0.0) for m in metrics] for k in SPLIT},
     }))
 
@@ -137,7 +148,7 @@ def run_ours(a: argparse.Namespace) -> None:
 def one_run(side: str, a: argparse.Namespace) -> dict[str, Any]:
     python = a.trl_python if side == "trl" else sys.executable
     cmd = [python, __file__, "--side", side, "--model", a.model, "--steps", str(a.steps),
-           "--precision", a.precision, "--baseline", str(a.baseline)]
+           "--precision", a.precision, "--baseline", str(a.baseline), "--device", a.device]
     print(f"[vs_trl] {side}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
     line = [x for x in out.stdout.splitlines() if x.startswith('{"side"')][-1]
@@ -160,6 +171,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "step_s": round(statistics.median(statistics.median(steady(r["step_s"])) for r in runs),
                         2),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_gpu_mb": max((r.get("peak_gpu_mb") or 0) for r in runs) or None,
         "tokens_per_s_each_run": [round(r["tokens_per_s"], 2) for r in runs],
     }
 
@@ -175,7 +187,7 @@ def compare(a: argparse.Namespace) -> None:
                                         for r in runs["ours"]), 3) for k in SPLIT}
     step = sum(split.values()) or 1.0
     print(json.dumps({
-        "bench": "vs_trl", "precision": a.precision, "device": "cpu",
+        "bench": "vs_trl", "precision": a.precision, "device": a.device,
         "threads": os.cpu_count(), "model": Path(a.model).name, "rounds": a.rounds,
         "steps": a.steps, "work": "1 chat prompt x 8 completions x 64 tokens (forced), "
                                   "beta 0.04, temperature 0.8, lr 1e-5, seed 0",
@@ -185,6 +197,8 @@ def compare(a: argparse.Namespace) -> None:
         "speedup_tokens_per_s": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2),
         "speedup_cpu_s_per_token": round(trl["cpu_s_per_token"] / ours["cpu_s_per_token"], 2),
         "peak_rss_ratio": round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 2),
+        "peak_gpu_ratio": (round(ours["peak_gpu_mb"] / trl["peak_gpu_mb"], 2)
+                           if ours["peak_gpu_mb"] and trl["peak_gpu_mb"] else None),
         "ours_split_s": split,
         "ours_split_share": {k: round(v / step, 3) for k, v in split.items()},
     }))
@@ -193,6 +207,7 @@ def compare(a: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating")
     p.add_argument("--steps", type=int, default=3, help="steps per run (the first is dropped)")
     p.add_argument("--model", default=str(ROOT / "var" / "models" / "smollm2-135m-instruct"))

@@ -50,7 +50,9 @@ class PreallocatedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
-    def get_mask_sizes(self, query_length: int, *args: Any) -> tuple[int, int]:
+    def get_mask_sizes(self, query: int | torch.Tensor, *args: Any) -> tuple[int, int]:
+        # transformers 5 passes the query length; 4.x passed the query's cache positions
+        query_length = query if isinstance(query, int) else int(query.shape[0])
         return self.length + query_length, 0
 
     def get_max_length(self) -> int:

@@ -19,7 +19,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from training.decode import cache_kwarg, decoder_and_head
 
-CHUNK_ELEMENTS = 2**24  # logits per LM-head chunk: 64 MB in float32
+CHUNK_ELEMENTS = 2**22  # logits per LM-head chunk: 16 MB in float32
 
 
 def completion_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
