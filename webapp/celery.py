@@ -18,7 +18,11 @@ app.autodiscover_tasks(["workers"])
 # (--max-tasks-per-child 1) and is forked when the previous one exits, so importing these as
 # the child starts, rather than inside the task, takes them off the time to a run's first
 # step. Importing torch does not initialise CUDA; nothing here touches a device, and the
-# parent process (which forks the children) never imports torch at all.
+# parent process (which forks the children) never imports torch at all. The imports take a
+# few seconds on a busy machine, longer than the pool waits by default for a new child to
+# report itself up (4 s, then it kills the child and forks another, forever); hence the
+# longer wait. (Not on a thread: transformers' lazy imports race with a task's own.)
+app.conf.worker_proc_alive_timeout = 120
 ENGINE_MODULES = (
     "torch",
     "transformers",
@@ -31,5 +35,7 @@ ENGINE_MODULES = (
 
 @worker_process_init.connect
 def preload_engine(**_: object) -> None:
+    if os.environ.get("RLHF_WORKER_PRELOAD", "1") == "0":  # bench/first_step.py compares
+        return
     for name in ENGINE_MODULES:
         importlib.import_module(name)
