@@ -99,8 +99,48 @@ def run_trl(a: argparse.Namespace) -> None:
 
 # --- our side (runs in the project's venv) ---
 
+ABLATIONS = ("hf_generate", "mkl_linears", "unshared_prompts", "unfused_adamw",
+             "whole_batch")
+
+
+def ablate(name: str) -> dict[str, Any]:
+    """Undo one of the engine's speed or memory changes, to measure what it buys; returns
+    hyperparameters to override."""
+    import contextlib
+
+    import torch
+
+    import training.engine
+    import training.logprobs
+    import training.ppo
+    import training.rollout
+    import training.runtime
+
+    if name == "hf_generate":  # HF generate instead of our decode loop
+        training.rollout.decoder_and_head = lambda model: None  # type: ignore[assignment]
+    elif name == "mkl_linears":  # torch's default BLAS for the no-grad passes too
+        off = lambda model: contextlib.nullcontext()  # noqa: E731
+        training.rollout.onednn_linears = training.engine.onednn_linears = off  # type: ignore
+    elif name == "unshared_prompts":  # every row runs its prompt through the trunk
+        plain = training.logprobs.completion_logprobs
+
+        def unshared(*args: Any, **kw: Any) -> Any:
+            return plain(*args, **{**kw, "share_prompts": False})
+        training.engine.completion_logprobs = unshared  # type: ignore[assignment]
+        sys.modules["training.grpo"].completion_logprobs = unshared  # type: ignore
+    elif name == "unfused_adamw":
+        sys.modules["training.grpo"].adamw = lambda params, *, lr, device: torch.optim.AdamW(  # type: ignore
+            params, lr=lr, weight_decay=0.0)
+    elif name == "whole_batch":
+        return {"activation_memory_mb": 1_048_576}
+    elif name:
+        raise SystemExit(f"unknown ablation {name!r}: one of {', '.join(ABLATIONS)}")
+    return {}
+
+
 def run_ours(a: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
+    import training.grpo  # noqa: F401  (ablations patch its names)
     from training.config import build_config
     from training.grpo import train
     from training.metrics import ListSink
@@ -124,8 +164,10 @@ def run_ours(a: argparse.Namespace) -> None:
         data = Path(tmp) / "prompts.jsonl"
         rows = [{"prompt": [{"role": "user", "content": "Summarize: " + t}]} for t in TEXTS * 16]
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        overrides = ablate(a.ablate)
         config = build_config("grpo", {
-            "max_steps": a.steps, "prompts_per_step": 1, "group_size": 8, "max_new_tokens": 64,
+            **overrides, "max_steps": a.steps, "prompts_per_step": 1, "group_size": 8,
+            "max_new_tokens": 64,
             "learning_rate": 1e-5, "beta": 0.04, "temperature": 0.8, "seed": 0,
             "precision": a.precision, "samples_per_step": 0,
         }, model_path=a.model, dataset_path=str(data), output_dir=str(Path(tmp) / "out"),
@@ -148,7 +190,8 @@ def run_ours(a: argparse.Namespace) -> None:
 def one_run(side: str, a: argparse.Namespace) -> dict[str, Any]:
     python = a.trl_python if side == "trl" else sys.executable
     cmd = [python, __file__, "--side", side, "--model", a.model, "--steps", str(a.steps),
-           "--precision", a.precision, "--baseline", str(a.baseline), "--device", a.device]
+           "--precision", a.precision, "--baseline", str(a.baseline), "--device", a.device,
+           "--ablate", getattr(a, "ablate", "") or ""]
     print(f"[vs_trl] {side}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
     line = [x for x in out.stdout.splitlines() if x.startswith('{"side"')][-1]
@@ -215,6 +258,7 @@ def main() -> None:
                    help="the python of TRL's venv (make bench-trl-env)")
     p.add_argument("--baseline", default=str(BASELINE), help="the reference script")
     p.add_argument("--side", choices=["trl", "ours"], help=argparse.SUPPRESS)
+    p.add_argument("--ablate", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.side == "trl":
         run_trl(a)
