@@ -105,7 +105,7 @@ ABLATIONS = ("hf_generate", "mkl_linears", "unshared_prompts", "unfused_adamw",
 
 def ablate(name: str) -> dict[str, Any]:
     """Undo one of the engine's speed or memory changes, to measure what it buys; returns
-    hyperparameters to override."""
+    config fields to override."""
     import contextlib
 
     import torch
@@ -166,12 +166,12 @@ def run_ours(a: argparse.Namespace) -> None:
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         overrides = ablate(a.ablate)
         config = build_config("grpo", {
-            **overrides, "max_steps": a.steps, "prompts_per_step": 1, "group_size": 8,
+            "max_steps": a.steps, "prompts_per_step": 1, "group_size": 8,
             "max_new_tokens": 64,
             "learning_rate": 1e-5, "beta": 0.04, "temperature": 0.8, "seed": 0,
             "precision": a.precision, "samples_per_step": 0,
         }, model_path=a.model, dataset_path=str(data), output_dir=str(Path(tmp) / "out"),
-            device=a.device, min_new_tokens=64,
+            device=a.device, min_new_tokens=64, **overrides,
             # the reference's reward, -abs(200 - chars) / 100
             rewards=[{"type": "length", "target": 200, "weight": 0.01}])
         sink = CpuSink()
