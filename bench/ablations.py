@@ -26,8 +26,10 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(("", *ABLATIONS)),
                    help="comma-separated; the empty name is the engine as it is")
     p.add_argument("--model", default=str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
+    p.add_argument("--threads", dest="threads_", type=int, default=0)
     a = p.parse_args()
     a.device, a.baseline, a.trl_python = "cpu", BASELINE, ""
+    a.threads = a.threads_
     load_before = os.getloadavg()
     variants = a.variants.split(",")
     runs: dict[str, list] = {v: [] for v in variants}
@@ -45,6 +47,7 @@ def main() -> None:
                                                    for r in rs), 2) for k in SPLIT},
         }
     print(json.dumps({"bench": "ablations", "precision": a.precision, "rounds": a.rounds,
+                      "threads": a.threads or os.cpu_count(),
                       "steps": a.steps, "load_avg_before": [round(x, 2) for x in load_before],
                       "load_avg_after": [round(x, 2) for x in os.getloadavg()],
                       "variants": out}))

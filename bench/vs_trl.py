@@ -193,7 +193,10 @@ def one_run(side: str, a: argparse.Namespace) -> dict[str, Any]:
            "--precision", a.precision, "--baseline", str(a.baseline), "--device", a.device,
            "--ablate", getattr(a, "ablate", "") or ""]
     print(f"[vs_trl] {side}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
+    env = os.environ.copy()
+    if a.threads:  # the same for both sides: torch's intra-op threads (OpenMP, MKL, oneDNN)
+        env |= {"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     line = [x for x in out.stdout.splitlines() if x.startswith('{"side"')][-1]
     run = json.loads(line)
     step_s, tokens = steady(run["step_s"]), steady(run["tokens"])
@@ -231,7 +234,7 @@ def compare(a: argparse.Namespace) -> None:
     step = sum(split.values()) or 1.0
     print(json.dumps({
         "bench": "vs_trl", "precision": a.precision, "device": a.device,
-        "threads": os.cpu_count(), "model": Path(a.model).name, "rounds": a.rounds,
+        "threads": a.threads or os.cpu_count(), "model": Path(a.model).name, "rounds": a.rounds,
         "steps": a.steps, "work": "1 chat prompt x 8 completions x 64 tokens (forced), "
                                   "beta 0.04, temperature 0.8, lr 1e-5, seed 0",
         "load_avg_before": [round(x, 2) for x in load_before],
@@ -251,6 +254,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of both sides (0: torch's default, one per core); 1 "
+                        "is steadier on a machine other processes share")
     p.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating")
     p.add_argument("--steps", type=int, default=3, help="steps per run (the first is dropped)")
     p.add_argument("--model", default=str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
