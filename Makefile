@@ -19,7 +19,7 @@ WITH_KEY := DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat $(SECRET_KEY_FILE))}
 # Progress bars (model preparation) are for logs, not for the terminal of `make run`.
 QUIET := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
 
-.PHONY: install models models-test run test lint browser check-services clean-var
+.PHONY: install models models-test run test lint browser check-services clean-var bench-trl-env gpu-carry
 
 $(STAMP): pyproject.toml Makefile
 	@echo "==> Installing into $(VENV) (once; a few minutes)"
@@ -71,3 +71,38 @@ lint: install
 
 clean-var:  ## remove everything the app stored (database, uploads, checkpoints), keep models
 	rm -rf var/db.sqlite3* var/datasets var/checkpoints var/media var/static var/test var/redis
+
+# TRL in a virtual environment of its own, for bench/vs_trl.py (the reference side of the speed
+# comparison). torch first, pinned, so no CUDA build is pulled; transformers, accelerate and
+# datasets at the versions the project's .venv has, so both sides run the same model code.
+TRL_VENV ?= var/trl-venv
+TRL_SPEC ?= trl==1.16.0
+TRL_STAMP := $(TRL_VENV)/.installed-stamp
+
+$(TRL_STAMP): $(STAMP) Makefile
+	@test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRL_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(TRL_VENV)/bin/pip install --quiet "$(TRL_SPEC)" $$($(PY) -c 'import importlib.metadata as m; \
+	  print(" ".join(f"{p}=={m.version(p)}" for p in ("transformers", "accelerate", "datasets", "safetensors")))')
+	@touch $@
+
+bench-trl-env: $(TRL_STAMP)  ## TRL for bench/vs_trl.py, pinned, in its own venv under var/
+
+# What bench/gpu_check.sh needs on a lent GPU machine, which reaches no registry and receives
+# only the repository (plus `carry`, 64 MiB): TRL's wheels for its Python 3.12, tiny-llama,
+# SmolLM2's config and tokenizer (the weights are too large to travel; the check builds the
+# same shape with random weights), and the reference script from ../shared/bench.
+GPU_CARRY ?= var/gpu-carry
+GPU_WHEELS := $(TRL_SPEC) datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+
+gpu-carry: install  ## prepare var/gpu-carry for bench/gpu_check.sh (see its header)
+	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)/wheels $(GPU_CARRY)/smollm2-config
+	cp -rL $(MODELS_DIR)/tiny-llama $(GPU_CARRY)/tiny-llama
+	cd $(MODELS_DIR)/smollm2-135m-instruct && cp config.json generation_config.json \
+	  tokenizer.json tokenizer_config.json chat_template.jinja $(abspath $(GPU_CARRY))/smollm2-config/
+	cp ../shared/bench/trl_grpo_baseline.py $(GPU_CARRY)/
+	$(PIP) download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d $(GPU_CARRY)/wheels $(GPU_WHEELS)
+	du -sh $(GPU_CARRY)

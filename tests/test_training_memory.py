@@ -2,6 +2,8 @@
 losses and gradients as keeping every activation."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from tests.test_training_reward_model import rm_config
@@ -67,3 +69,49 @@ def test_gradient_checkpointing_is_really_on_for_the_trained_model(tmp_path):
     off, _ = setup_run(grpo_config(tmp_path, output="off"), None)
     assert on.policy.is_activation_checkpointing and on.policy.training
     assert not off.policy.is_activation_checkpointing
+
+
+# --- micro-batches from the activation budget ---
+
+TINY_SHAPE = SimpleNamespace(num_hidden_layers=2, hidden_size=4, intermediate_size=8,
+                             vocab_size=10)
+
+
+def test_the_activation_estimate_counts_each_groups_prompt_once():
+    from training.memory import activation_bytes
+
+    estimate = activation_bytes(TINY_SHAPE, rows=4, prompt_tokens=3, completion_tokens=5,
+                                group_size=2, param_bytes=4, checkpointing=False)
+
+    # per token and layer (10 x 4 + 4 x 8) x 4 bytes = 288; 2 layers: 576 per token;
+    # 2 prompts x 3 + 4 rows x 5 = 26 tokens; float32 logits twice: 2 x 4 x 5 x 10 x 4 = 1600
+    assert estimate == 576 * 26 + 1600
+
+
+def test_the_micro_batch_is_the_largest_split_that_fits_the_budget():
+    from training.memory import MB, activation_bytes, auto_micro_batch
+
+    shape = {"model_config": TINY_SHAPE, "prompt_tokens": 3, "completion_tokens": 5,
+             "group_size": 1, "param_bytes": 4, "checkpointing": False}
+    three_rows = activation_bytes(rows=3, **shape)
+
+    assert auto_micro_batch(12, three_rows / MB, **shape) == 3  # 4 and 6 do not fit
+    assert auto_micro_batch(12, 1e6, **shape) == 12
+    assert auto_micro_batch(12, 1e-9, **shape) == 1  # never less than one row
+
+
+def test_the_default_budget_splits_smollm2s_default_step_into_pairs():
+    from training.config import GRPOConfig
+    from training.memory import auto_micro_batch
+
+    smollm2 = SimpleNamespace(num_hidden_layers=30, hidden_size=576, intermediate_size=1536,
+                              vocab_size=49152)
+    defaults = GRPOConfig()
+
+    rows = auto_micro_batch(defaults.completions_per_step, defaults.activation_memory_mb,
+                            model_config=smollm2, prompt_tokens=56,
+                            completion_tokens=defaults.max_new_tokens,
+                            group_size=defaults.group_size, param_bytes=4,
+                            checkpointing=False)
+
+    assert rows == 2

@@ -101,6 +101,14 @@ class RolloutConfig(BaseConfig):
 
     rewards: tuple[RewardSpec, ...] = internal(())
     """Reward sources, validated separately from the hyperparameters."""
+    activation_memory_mb: int = internal(512)
+    """With ``micro_batch_size`` 0: the memory in MB the activations of one forward/backward
+    pass may take; the step is split into the largest micro-batches that fit (estimated from
+    the model's shape, :mod:`training.memory`). 512 keeps SmolLM2-135M's default step under
+    4 GB on a CPU. Not a form field yet: the worker leaves the default."""
+    min_new_tokens: int = internal(0)
+    """EOS is not sampled before this many tokens. Benchmarks set it to ``max_new_tokens`` so
+    that two engines compared on the same prompts do exactly the same work."""
 
     prompts_per_step: int = hp(4, "Prompts drawn from the dataset for each step.", lo=1,
                                hi=4096, group="sampling")
@@ -111,9 +119,9 @@ class RolloutConfig(BaseConfig):
                       "probability.", lo=0.01, hi=1.0, group="sampling")
     use_chat_template: bool = hp(True, "Wrap plain-text prompts as a user message in the "
                                  "model's chat template (when it has one).", group="sampling")
-    micro_batch_size: int = hp(0, "Sequences per forward/backward pass (0: the whole step at "
-                               "once); lower it to save memory, the update stays the same.",
-                               lo=0, hi=4096, group="system")
+    micro_batch_size: int = hp(0, "Sequences per forward/backward pass (0: as many as fit "
+                               "a memory budget); lower it to save memory, the update stays "
+                               "the same.", lo=0, hi=4096, group="system")
     kl_stop: float | None = hp(None, "Stop the run when mean KL to the reference exceeds this "
                                "(empty: never).", lo=0.0, hi=1e6, nullable=True,
                                group="schedule")

@@ -8,6 +8,7 @@ where each departs from its paper.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,13 @@ import torch
 from training.checkpoints import load_training_state, restore_optimizer, save_checkpoint_dir
 from training.config import BaseConfig, RolloutConfig
 from training.data import PromptSampler
+from training.memory import auto_micro_batch
 from training.metrics import MetricsSink, SampleRecord
 from training.modelhub import load_causal_lm
 from training.rewards import RewardScorer
 from training.rollout import Rollout, completion_logprobs, generate, render_prompt
 from training.runtime import (
+    onednn_linears,
     peak_memory_mb,
     resolve_device,
     resolve_dtype,
@@ -183,11 +186,24 @@ def sample_rollout(config: RolloutConfig, state: State, group_size: int,
     rollout = generate(state.policy, state.tokenizer, rendered, group_size=group_size,
                        max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                        top_p=config.top_p, max_prompt_tokens=MAX_PROMPT_TOKENS,
-                       should_stop=should_stop)
+                       should_stop=should_stop, min_new_tokens=config.min_new_tokens)
     return picked, rollout
 
 
 # --- forward passes without gradient ---
+
+def micro_batch_rows(config: RolloutConfig, state: State, rollout: Rollout, total_rows: int,
+                     *, group_size: int, trunks: int = 1) -> int:
+    """Rows per forward/backward pass: ``micro_batch_size``, or when it is 0 the largest
+    split of ``total_rows`` whose activations fit ``activation_memory_mb``."""
+    if config.micro_batch_size:
+        return config.micro_batch_size
+    return auto_micro_batch(
+        total_rows, config.activation_memory_mb, model_config=state.policy.config,
+        prompt_tokens=rollout.prompt_len, completion_tokens=rollout.action_mask.shape[1],
+        group_size=group_size, param_bytes=next(state.policy.parameters()).element_size(),
+        checkpointing=config.gradient_checkpointing, trunks=trunks)
+
 
 def micro_batches(size: int, micro: int) -> list[slice]:
     """Slices of ``micro`` rows covering ``size`` rows; one slice when ``micro`` is 0."""
@@ -195,22 +211,20 @@ def micro_batches(size: int, micro: int) -> list[slice]:
     return [slice(i, i + micro) for i in range(0, size, micro)]
 
 
-@torch.no_grad()
 def frozen_logprobs(state: State, rollout: Rollout, parts: Sequence[slice],
                     temperature: float, *, reference: bool) -> list[torch.Tensor]:
     """Log-probs without gradient, a (b, T) tensor per part: of the reference model, or of
     the policy as it is now."""
+    model: Any = state.reference if reference and state.reference is not None else state.policy
+    lora_reference = reference and state.reference is None  # the base without its adapters
     out = []
-    for mb in parts:
-        args = (rollout.input_ids[mb], rollout.attention_mask[mb], rollout.prompt_len,
-                temperature)
-        if reference and state.reference is None:  # LoRA: the base without its adapters
-            with state.policy.disable_adapter():
-                out.append(completion_logprobs(state.policy, *args)[0])
-        else:
-            model: Any = state.reference if reference else state.policy
-            out.append(completion_logprobs(model, *args)[0])
-    return out
+    with torch.inference_mode(), onednn_linears(model), \
+            (model.disable_adapter() if lora_reference else contextlib.nullcontext()):
+        for mb in parts:
+            out.append(completion_logprobs(model, rollout.input_ids[mb],
+                                           rollout.attention_mask[mb], rollout.prompt_len,
+                                           temperature)[0])
+    return [x.clone() for x in out]  # plain tensors, usable in the loss's autograd graph
 
 
 # --- log ---

@@ -33,6 +33,7 @@ from training.engine import (
     frozen_logprobs,
     load_policy,
     load_scorers,
+    micro_batch_rows,
     micro_batches,
     prepare,
     restore_progress,
@@ -48,6 +49,7 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
+from training.runtime import Stopwatch, adamw
 
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
 
@@ -69,7 +71,7 @@ def setup_run(config: GRPOConfig, resume_from: str | None) -> tuple[State, int]:
     policy, reference = load_policy(config, device, dtype, resume_from, saved,
                                     with_reference=config.beta > 0)
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    optimizer = adamw(params, lr=config.learning_rate, device=device)
     scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     sampler = PromptSampler(len(rows), config.seed)
     names = reward_source_names([r.__dict__ for r in config.rewards])
@@ -83,13 +85,16 @@ def setup_run(config: GRPOConfig, resume_from: str | None) -> tuple[State, int]:
 
 def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
               ) -> tuple[dict[str, float], list[SampleRecord]] | None:
-    """One rollout and its updates; None when generation was interrupted by ``should_stop``."""
+    """One rollout and its updates; None when generation was interrupted by ``should_stop``.
+    ``perf/<phase>_s`` metrics split the step's wall time (generate, reward, reference,
+    forward, backward, optimizer)."""
     started = time.perf_counter()
+    clock = Stopwatch(state.device)
     # --- rollout ---
     picked, rollout = sample_rollout(config, state, config.group_size, should_stop)
     if rollout.stopped:
         return None
-    generate_s = time.perf_counter() - started
+    clock.lap("generate")
     # --- rewards and advantages ---
     group_rows = [r for r in picked for _ in range(config.group_size)]
     prompts = [prompt_text(r["prompt"]) for r in group_rows]
@@ -97,19 +102,25 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
                                 rollout.completions, group_rows, state.scorers)
     advantages, metrics = group_advantages(rewards, config.group_size, config.scale_rewards)
     advantages = advantages.to(state.device)
+    clock.lap("reward")
     # --- reference and old log-probs (no gradient) ---
-    parts = micro_batches(len(rollout.completions), config.micro_batch_size)
+    rows = len(rollout.completions)
+    parts = micro_batches(rows, micro_batch_rows(config, state, rollout, rows,
+                                                 group_size=config.group_size))
     ref_logprobs = (frozen_logprobs(state, rollout, parts, config.temperature, reference=True)
                     if config.beta > 0 else None)
     old_logprobs = (frozen_logprobs(state, rollout, parts, config.temperature, reference=False)
                     if config.num_iterations > 1 else None)
+    clock.lap("reference")
     # --- update ---
     weights = token_weights(rollout.action_mask, config.loss_type, config.max_new_tokens)
     metrics |= _update(config, state, rollout, parts, advantages, weights, ref_logprobs,
-                       old_logprobs)
+                       old_logprobs, clock)
     # --- log ---
     step_s = time.perf_counter() - started
-    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, generate_s)
+    metrics |= clock.metrics()
+    metrics |= step_metrics(state, rollout, rewards, per_source, step_s,
+                            clock.seconds["generate"])
     samples = sample_records(prompts, rollout, rewards, per_source, advantages,
                              config.samples_per_step)
     return metrics, samples
@@ -118,7 +129,7 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
 def _update(config: GRPOConfig, state: State, rollout: Rollout, parts: Sequence[slice],
             advantages: torch.Tensor, weights: torch.Tensor,
             ref_logprobs: list[torch.Tensor] | None,
-            old_logprobs: list[torch.Tensor] | None) -> dict[str, float]:
+            old_logprobs: list[torch.Tensor] | None, clock: Stopwatch) -> dict[str, float]:
     """``num_iterations`` optimiser updates over the micro-batches; token-weighted metrics."""
     mask = rollout.action_mask
     sums: dict[str, float] = {}
@@ -135,7 +146,9 @@ def _update(config: GRPOConfig, state: State, rollout: Rollout, parts: Sequence[
             loss, m = grpo_loss(logprobs, old, ref, advantages[mb], mask[mb], weights[mb],
                                 eps_low=config.epsilon_low, eps_high=config.epsilon_high,
                                 beta=config.beta)
+            clock.lap("forward")
             loss.backward()
+            clock.lap("backward")
             n = float(mask[mb].sum())
             for key in CLIP_KEYS:  # over every update: the first one has ratio 1, never clips
                 clip_sums[key] = clip_sums.get(key, 0.0) + m[key] * n
@@ -155,6 +168,7 @@ def _update(config: GRPOConfig, state: State, rollout: Rollout, parts: Sequence[
         state.optimizer.step()
         state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
+        clock.lap("optimizer")
     out = {k: (v if k.startswith("loss/") else v / max(tokens, 1.0)) for k, v in sums.items()}
     out |= {k: v / max(tokens * config.num_iterations, 1.0) for k, v in clip_sums.items()}
     out["optim/lr"] = lr

@@ -57,6 +57,7 @@ from training.engine import (
     frozen_logprobs,
     load_policy,
     load_scorers,
+    micro_batch_rows,
     micro_batches,
     prepare,
     restore_progress,
@@ -72,6 +73,7 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
+from training.runtime import adamw, onednn_linears
 
 
 class AdaptiveKLController:
@@ -131,7 +133,7 @@ def setup_run(config: PPOConfig, resume_from: str | None) -> tuple[_PPOState, in
     critic = build_critic(config, tokenizer, dtype=dtype, device=device).eval()
     groups = [{"params": [p for p in net.parameters() if p.requires_grad]}
               for net in (policy, critic)]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0)
+    optimizer = adamw(groups, lr=config.learning_rate, device=device)
     scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     names = reward_source_names([r.__dict__ for r in config.rewards])
     controller = (AdaptiveKLController(config.kl_coef, config.kl_target)
@@ -185,23 +187,26 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
     return metrics, samples
 
 
-@torch.no_grad()
 def _evaluate_rollout(config: PPOConfig, state: _PPOState, rollout: Rollout) -> _Frozen:
-    parts = micro_batches(len(rollout.completions), config.micro_batch_size)
+    rows = len(rollout.completions)
+    parts = micro_batches(rows, micro_batch_rows(config, state, rollout, rows, group_size=1))
     logprobs, entropy, values = [], [], []
-    for mb in parts:
-        ids, attention = rollout.input_ids[mb], rollout.attention_mask[mb]
-        lp, ent = completion_logprobs(state.policy, ids, attention, rollout.prompt_len,
-                                      config.temperature, with_entropy=True)
-        assert ent is not None
-        logprobs.append(lp)
-        entropy.append(ent)
-        values.append(state.critic(ids, attention, rollout.prompt_len))
+    with torch.inference_mode(), onednn_linears(state.policy), onednn_linears(state.critic):
+        for mb in parts:
+            ids, attention = rollout.input_ids[mb], rollout.attention_mask[mb]
+            lp, ent = completion_logprobs(state.policy, ids, attention, rollout.prompt_len,
+                                          config.temperature, with_entropy=True)
+            assert ent is not None
+            logprobs.append(lp)
+            entropy.append(ent)
+            values.append(state.critic(ids, attention, rollout.prompt_len))
     ref_logprobs = None
     if _needs_reference(config):
         ref_logprobs = torch.cat(frozen_logprobs(state, rollout, parts, config.temperature,
                                                  reference=True))
-    return _Frozen(torch.cat(logprobs), ref_logprobs, torch.cat(values), torch.cat(entropy))
+    # plain tensors (inference tensors cannot enter the losses' autograd graph)
+    return _Frozen(torch.cat(logprobs).clone(), ref_logprobs, torch.cat(values).clone(),
+                   torch.cat(entropy).clone())
 
 
 def _token_rewards(rewards: torch.Tensor, frozen: _Frozen, mask: torch.Tensor,
@@ -241,12 +246,14 @@ def _update(config: PPOConfig, state: _PPOState, rollout: Rollout, frozen: _Froz
     tokens = 0.0
     norms: list[tuple[float, float]] = []
     lr = state.optimizer.param_groups[0]["lr"]
+    # the policy and the critic keep their activations for the same backward: two trunks
+    micro_rows = micro_batch_rows(config, state, rollout, size, group_size=1, trunks=2)
     for _ in range(config.ppo_epochs):
         order = torch.randperm(config.prompts_per_step).to(mask.device)
         for start in range(0, config.prompts_per_step, size):
             minibatch = order[start:start + size]
             minibatch_tokens = float(mask[minibatch].sum())
-            for micro in micro_batches(size, config.micro_batch_size):
+            for micro in micro_batches(size, micro_rows):
                 rows = minibatch[micro]
                 metrics = _backward(config, state, rollout, frozen, advantages[rows],
                                     returns[rows], rows, minibatch_tokens)

@@ -10,6 +10,12 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
+from training.decode import decoder_and_head, sample
+from training.logprobs import completion_logprobs
+from training.runtime import onednn_linears
+
+__all__ = ["Rollout", "completion_logprobs", "generate", "prompt_text", "render_prompt"]
+
 Prompt = str | list[dict[str, str]]
 
 
@@ -83,26 +89,38 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *,
              group_size: int, max_new_tokens: int, temperature: float, top_p: float,
              max_prompt_tokens: int, should_stop: Callable[[], bool] = lambda: False,
              min_new_tokens: int = 0) -> Rollout:
-    """Sample ``group_size`` completions for each rendered prompt, with the KV cache."""
+    """Sample ``group_size`` completions for each rendered prompt, with the KV cache: our own
+    loop (:mod:`training.decode`, each prompt computed once for its group) where the
+    architecture allows, else ``model.generate``."""
     device = next(model.parameters()).device
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True,
                     max_length=max_prompt_tokens, add_special_tokens=False)
-    prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # (B, P)
-    prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)
+    unique_ids, unique_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    prompt_ids = unique_ids.repeat_interleave(group_size, dim=0)  # (B, P)
+    prompt_mask = unique_mask.repeat_interleave(group_size, dim=0)
     eos = eos_token_ids(model, tokenizer)
-    gen_config = GenerationConfig(
-        do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, use_cache=True)
     poll = _PollStop(should_stop)
     was_training = model.training
     model.eval()
-    sequences = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask,
-                               generation_config=gen_config,
-                               stopping_criteria=StoppingCriteriaList([poll]))
+    if decoder_and_head(model) is not None:
+        with onednn_linears(model):
+            completion_ids, _ = sample(
+                model, unique_ids, unique_mask, group_size=group_size,
+                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos=eos,
+                pad_id=tokenizer.pad_token_id, min_new_tokens=min_new_tokens, stop=poll)
+    else:
+        gen_config = GenerationConfig(
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, use_cache=True)
+        sequences = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask,
+                                   generation_config=gen_config,
+                                   stopping_criteria=StoppingCriteriaList([poll]))
+        completion_ids = sequences[:, prompt_ids.shape[1]:]  # (B, T)
     model.train(was_training)
+    completion_ids = completion_ids.clone()  # a plain tensor: inference tensors cannot be
+    # saved for backward, and the embedding saves its ids
     prompt_len = prompt_ids.shape[1]
-    completion_ids = sequences[:, prompt_len:]  # (B, T)
     action_mask, truncated = _completion_mask(completion_ids, eos)
     completion_ids = completion_ids.masked_fill(action_mask == 0, tokenizer.pad_token_id)
     completions = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
@@ -123,38 +141,3 @@ def _completion_mask(completion_ids: torch.Tensor, eos: list[int]
     positions = torch.arange(length, device=completion_ids.device).unsqueeze(0)  # (1, T)
     action_mask = (positions <= first.unsqueeze(1)).long()  # (B, T)
     return action_mask, ~has_eos
-
-
-def completion_logprobs(model: PreTrainedModel, input_ids: torch.Tensor,
-                        attention_mask: torch.Tensor, prompt_len: int, temperature: float,
-                        *, with_entropy: bool = False, entropy_grad: bool = False
-                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities (B, T) of the completion tokens under ``model``, at the sampling
-    temperature (as TRL: the policy that sampled them is the tempered one), and optionally
-    the per-token entropy of that distribution (B, T), without gradient; with
-    ``entropy_grad`` the entropy keeps its gradient (for an entropy bonus), computed for the
-    whole batch at once.
-
-    Only the last T + 1 positions go through the LM head (``logits_to_keep``), and positions
-    follow the attention mask, so left padding gives the same numbers as generation did.
-    """
-    completion_len = input_ids.shape[1] - prompt_len
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P + T)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=completion_len + 1, use_cache=False)
-    logits = out.logits[:, :-1, :].float() / temperature  # (B, T, V)
-    targets = input_ids[:, prompt_len:]  # (B, T)
-    logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    entropy = None
-    if with_entropy and entropy_grad:
-        entropy = _entropy(logits)  # (B, T)
-    elif with_entropy:
-        with torch.no_grad():
-            entropy = torch.stack([_entropy(row) for row in logits.detach()])  # (B, T)
-    return logprobs, entropy
-
-
-def _entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) along the last axis; one row at a time bounds memory."""
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
 import resource
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -63,3 +67,65 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Wall seconds of each phase of a step, summed over its micro-batches. ``lap(name)``
+    charges the time since the previous lap to ``name``; it waits for the device first, so
+    GPU work queued in a phase is counted in that phase."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def metrics(self) -> dict[str, float]:
+        return {f"perf/{name}_s": value for name, value in self.seconds.items()}
+
+
+def _onednn_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad):
+        return torch.nn.functional.linear(x, module.weight, module.bias)  # needs autograd
+    return torch.ops.mkldnn._linear_pointwise(x, module.weight, module.bias, "none", [], "")
+
+
+@contextlib.contextmanager
+def onednn_linears(model: Any) -> Iterator[None]:
+    """While inside, the model's fp32 ``Linear`` layers on the CPU multiply through oneDNN
+    rather than torch's default BLAS (MKL), for forward passes without gradient (sampling,
+    reference log-probs). The same float32 arithmetic, but measured on this project's AMD
+    CPU: 2-3x faster for the few-row products of a decode step (MKL picks a slow path there)
+    and 15-25% faster for a whole sequence. Anything that needs a gradient still goes through
+    ``F.linear``; elsewhere (CUDA, bf16, no oneDNN) this does nothing."""
+    patched = []
+    if torch.backends.mkldnn.is_available():
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if type(module) is torch.nn.Linear and weight is not None and \
+                    weight.device.type == "cpu" and weight.dtype == torch.float32:
+                module.forward = functools.partial(_onednn_linear, module)  # type: ignore[method-assign]
+                patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward  # back to the class's forward
+
+
+def adamw(params: Any, *, lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW without weight decay, fused (one kernel over every tensor, no temporaries the
+    size of the model) on the CPU and CUDA, where torch has that kernel."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused)

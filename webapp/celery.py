@@ -1,12 +1,41 @@
-"""The Celery application object, configured from Django settings (``CELERY_*``)."""
+"""The Celery application object, configured from Django settings (``CELERY_*``), and the
+worker child's preload of the training engine."""
 from __future__ import annotations
 
+import importlib
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("rlhf")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
+
+# What a training or generation task imports first. Each worker child runs one task
+# (--max-tasks-per-child 1) and is forked when the previous one exits, so importing these as
+# the child starts, rather than inside the task, takes them off the time to a run's first
+# step. Importing torch does not initialise CUDA; nothing here touches a device, and the
+# parent process (which forks the children) never imports torch at all. The imports take a
+# few seconds on a busy machine, longer than the pool waits by default for a new child to
+# report itself up (4 s, then it kills the child and forks another, forever); hence the
+# longer wait. (Not on a thread: transformers' lazy imports race with a task's own.)
+app.conf.worker_proc_alive_timeout = 120
+ENGINE_MODULES = (
+    "torch",
+    "transformers",
+    "transformers.models.llama.modeling_llama",
+    "training.grpo",
+    "training.ppo",
+    "training.reward_model",
+)
+
+
+@worker_process_init.connect
+def preload_engine(**_: object) -> None:
+    if os.environ.get("RLHF_WORKER_PRELOAD", "1") == "0":  # bench/first_step.py compares
+        return
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)

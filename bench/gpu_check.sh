@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one go (about 10 minutes on an H100/H200):
+#   1. the suite's CUDA-marked tests (bf16 steps, precision auto, a GPU checkpoint on the CPU)
+#      and the decode tests, on the machine's own PyTorch;
+#   2. bench/vs_trl.py on the GPU, bf16 then fp32 (goal: 2x TRL's tokens/s there too);
+#   3. bench/decode_bandwidth.py: the decode step's share of the HBM bandwidth bound.
+# Results land in $OUT (the device tool brings them back): one log or JSON file per part.
+#
+# Here, before: `make gpu-carry` (TRL's wheels, tiny-llama, SmolLM2's config and tokenizer,
+# the reference script; about 21 MB). Then, through the device tool:
+#   run(command="bash bench/gpu_check.sh", carry=["var/gpu-carry"], timeout_s=600)
+# A GPU machine reaches no registry and gets no ../shared, hence the carried folder. SmolLM2's
+# weights (94 MB of GGUF) do not travel: the benchmark runs a model of SmolLM2-135M's exact
+# shape with random weights (the same work per token; completions are forced to 64 tokens).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+CARRY=${CARRY:-var/gpu-carry}
+OUT=${OUT:-var/gpu-out}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT" var/models
+export PYTHONUNBUFFERED=1
+status=0
+
+if ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site "$CARRY"/wheels/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+{ nvidia-smi -L 2>&1; "$PY" -c 'import torch, transformers, sys; print(sys.version);
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers",
+      transformers.__version__)'; } | tee "$OUT/env.txt"
+
+[ -e var/models/tiny-llama ] || cp -r "$CARRY/tiny-llama" var/models/tiny-llama
+MODEL=var/models/smollm2-135m-instruct
+if [ ! -e "$MODEL/model.safetensors" ]; then
+  MODEL=var/models/smollm2-shape
+  [ -e "$MODEL/model.safetensors" ] || "$PY" - "$CARRY/smollm2-config" "$MODEL" <<'EOF'
+import shutil, sys
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+src, dest = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.float32)
+model.save_pretrained(dest)
+for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+             "generation_config.json"):
+    shutil.copy(f"{src}/{name}", f"{dest}/{name}")
+print("built", dest, sum(p.numel() for p in model.parameters()), "parameters")
+EOF
+fi
+
+echo "== 1. CUDA tests"
+# no conftest: it needs Django, which is not on the GPU machine and not needed here
+timeout 180 "$PY" -m pytest tests/test_training_cuda.py tests/test_training_decode.py \
+  --noconftest -p no:cacheprovider -o addopts="" -q -rs 2>&1 | tee "$OUT/cuda_tests.log" \
+  || status=1
+
+echo "== 2. vs TRL on the GPU"
+for precision in bf16 fp32; do
+  timeout 200 "$PY" bench/vs_trl.py --device cuda --precision "$precision" --rounds 2 \
+    --steps 5 --model "$MODEL" --trl-python "$PY" --baseline "$CARRY/trl_grpo_baseline.py" \
+    > "$OUT/vs_trl_cuda_$precision.json" 2> "$OUT/vs_trl_cuda_$precision.err" || status=1
+  cat "$OUT/vs_trl_cuda_$precision.json"
+done
+
+echo "== 3. decode against the HBM bound (H200: 4.8 TB/s; H100 SXM: 3.35)"
+PEAK=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H100 && echo 3350 || echo 4800)
+for rows in 8 64; do
+  timeout 60 "$PY" bench/decode_bandwidth.py --device cuda --precision bf16 --model "$MODEL" \
+    --rows "$rows" --peak-gbs "$PEAK" | tee -a "$OUT/decode_bandwidth.json" || status=1
+done
+exit $status

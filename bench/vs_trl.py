@@ -1,0 +1,282 @@
+"""Our GRPO against TRL's GRPOTrainer on identical work, side by side, on this machine.
+
+The work is the reference script's (``../shared/bench/trl_grpo_baseline.py``): SmolLM2-135M-
+Instruct, one "Summarize: " chat prompt x 8 completions, every completion forced to 64 tokens,
+beta 0.04, temperature 0.8, lr 1e-5, seed 0. Each side runs ``--rounds`` times, alternating
+(TRL, ours, TRL, ours, ...), each in a fresh process, so neither inherits the other's caches
+or memory. Prints one JSON line: completion tokens/s (median over each run's steps after the
+first, then over runs), CPU seconds per completion token (process CPU time, all threads: on a
+shared machine it moves less than wall time), peak RSS, the ratios, and the split of our step.
+
+    make bench-trl-env      # TRL, pinned, in var/trl-venv
+    .venv/bin/python bench/vs_trl.py --precision fp32 --rounds 2 --steps 3
+
+The same file is also each side's entry point (``--side trl`` runs inside TRL's venv and needs
+only TRL; ``--side ours`` runs inside the project's venv).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = ROOT.parent / "shared" / "bench" / "trl_grpo_baseline.py"
+TEXTS = [  # the reference script's prompts, in its order
+    "The cat sat on the mat all day because it was warm and sunny outside, and the dog was asleep.",
+    "Yesterday the city council voted to extend the bike lanes downtown after months of debate "
+    "with shop owners.",
+    "My roommate keeps eating my food from the fridge and denies it every time I ask, what "
+    "should I do?",
+    "The new phone has a bigger battery, a faster chip and a better camera, but it costs two "
+    "hundred dollars more.",
+]
+SPLIT = ("generate", "reward", "reference", "forward", "backward", "optimizer")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_gpu_mb() -> float | None:
+    """What torch's CUDA allocator held at most (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20)
+
+
+def steady(values: list[float]) -> list[float]:
+    """The steps after the first (which pays for warm-up), or the only one there is."""
+    return values[1:] or values
+
+
+# --- TRL's side (runs in TRL's venv) ---
+
+def run_trl(a: argparse.Namespace) -> None:
+    """The reference script's main(), with its step clock also reading process CPU time."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trl_grpo_baseline", a.baseline)
+    assert spec and spec.loader, f"cannot load {a.baseline}"
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    clocks: list[Any] = []
+
+    class CpuStepClock(baseline.StepClock):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.cpu: list[float] = []
+            clocks.append(self)
+
+        def on_step_begin(self, *args: Any, **kw: Any) -> None:
+            self.cpu_started = time.process_time()
+            super().on_step_begin(*args, **kw)
+
+        def on_step_end(self, *args: Any, **kw: Any) -> None:
+            super().on_step_end(*args, **kw)
+            self.cpu.append(time.process_time() - self.cpu_started)
+
+    baseline.StepClock = CpuStepClock
+    sys.argv = ["trl_grpo_baseline.py", "--model", a.model, "--steps", str(a.steps)]
+    sys.argv += ["--cpu"] if a.device == "cpu" else []
+    sys.argv += ["--bf16"] if a.precision == "bf16" else []
+    baseline.main()  # prints the reference script's own JSON line
+    clock = clocks[0]
+    print(json.dumps({"side": "trl", "step_s": clock.seconds, "cpu_s": clock.cpu,
+                      "tokens": clock.tokens, "peak_rss_mb": round(peak_rss_mb()),
+                      "peak_gpu_mb": peak_gpu_mb()}))
+
+
+# --- our side (runs in the project's venv) ---
+
+ABLATIONS = ("hf_generate", "mkl_linears", "unshared_prompts", "unfused_adamw",
+             "whole_batch")
+
+
+def ablate(name: str) -> dict[str, Any]:
+    """Undo one of the engine's speed or memory changes, to measure what it buys; returns
+    config fields to override."""
+    import contextlib
+
+    import torch
+
+    import training.engine
+    import training.logprobs
+    import training.ppo
+    import training.rollout
+    import training.runtime
+
+    if name == "hf_generate":  # HF generate instead of our decode loop
+        training.rollout.decoder_and_head = lambda model: None  # type: ignore[assignment]
+    elif name == "mkl_linears":  # torch's default BLAS for the no-grad passes too
+        off = lambda model: contextlib.nullcontext()  # noqa: E731
+        training.rollout.onednn_linears = training.engine.onednn_linears = off  # type: ignore
+    elif name == "unshared_prompts":  # every row runs its prompt through the trunk
+        plain = training.logprobs.completion_logprobs
+
+        def unshared(*args: Any, **kw: Any) -> Any:
+            return plain(*args, **{**kw, "share_prompts": False})
+        training.engine.completion_logprobs = unshared  # type: ignore[assignment]
+        sys.modules["training.grpo"].completion_logprobs = unshared  # type: ignore
+    elif name == "unfused_adamw":
+        sys.modules["training.grpo"].adamw = lambda params, *, lr, device: torch.optim.AdamW(  # type: ignore
+            params, lr=lr, weight_decay=0.0)
+    elif name == "whole_batch":
+        return {"activation_memory_mb": 1_048_576}
+    elif name:
+        raise SystemExit(f"unknown ablation {name!r}: one of {', '.join(ABLATIONS)}")
+    return {}
+
+
+def run_ours(a: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT))
+    import training.grpo  # noqa: F401  (ablations patch its names)
+    from training.config import build_config
+    from training.grpo import train
+    from training.metrics import ListSink
+
+    class CpuSink(ListSink):
+        """Process CPU time between consecutive steps' reports: one step's CPU seconds."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.cpu: list[float] = []
+            self.last = 0.0
+
+        def log_metrics(self, step: int, metrics: Any) -> None:
+            now = time.process_time()
+            if step > 1:
+                self.cpu.append(now - self.last)
+            self.last = now
+            super().log_metrics(step, metrics)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "prompts.jsonl"
+        rows = [{"prompt": [{"role": "user", "content": "Summarize: " + t}]} for t in TEXTS * 16]
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        overrides = ablate(a.ablate)
+        config = build_config("grpo", {
+            "max_steps": a.steps, "prompts_per_step": 1, "group_size": 8,
+            "max_new_tokens": 64,
+            "learning_rate": 1e-5, "beta": 0.04, "temperature": 0.8, "seed": 0,
+            "precision": a.precision, "samples_per_step": 0,
+        }, model_path=a.model, dataset_path=str(data), output_dir=str(Path(tmp) / "out"),
+            device=a.device, min_new_tokens=64, **overrides,
+            # the reference's reward, -abs(200 - chars) / 100
+            rewards=[{"type": "length", "target": 200, "weight": 0.01}])
+        sink = CpuSink()
+        train(config, sink=sink)
+    metrics = [m for _, m in sink.metrics]
+    tokens = [m["completion/length_mean"] * 8 for m in metrics]
+    print(json.dumps({
+        "side": "ours", "step_s": [m["perf/step_s"] for m in metrics], "cpu_s": sink.cpu,
+        "tokens": tokens, "peak_rss_mb": round(peak_rss_mb()), "peak_gpu_mb": peak_gpu_mb(),
+        "split_s": {k: [m.get(f"perf/{k}_s", 0.0) for m in metrics] for k in SPLIT},
+    }))
+
+
+# --- the comparison ---
+
+def one_run(side: str, a: argparse.Namespace) -> dict[str, Any]:
+    python = a.trl_python if side == "trl" else sys.executable
+    cmd = [python, __file__, "--side", side, "--model", a.model, "--steps", str(a.steps),
+           "--precision", a.precision, "--baseline", str(a.baseline), "--device", a.device,
+           "--ablate", getattr(a, "ablate", "") or ""]
+    print(f"[vs_trl] {side}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    env = os.environ.copy()
+    if a.threads:  # the same for both sides: torch's intra-op threads (OpenMP, MKL, oneDNN)
+        env |= {"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    line = [x for x in out.stdout.splitlines() if x.startswith('{"side"')][-1]
+    run = json.loads(line)
+    step_s, tokens = steady(run["step_s"]), steady(run["tokens"])
+    cpu = run["cpu_s"] if side == "ours" else steady(run["cpu_s"])  # ours: already steady
+    run["tokens_per_s"] = statistics.median(t / s for t, s in zip(tokens, step_s, strict=True))
+    run["cpu_s_per_token"] = statistics.median(
+        c / t for c, t in zip(cpu, tokens[-len(cpu):], strict=True))
+    print(f"[vs_trl] {side}: {run['tokens_per_s']:.1f} tok/s, "
+          f"{run['cpu_s_per_token']:.4f} CPU s/token, {run['peak_rss_mb']} MB",
+          file=sys.stderr, flush=True)
+    return run
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in runs), 2),
+        "cpu_s_per_token": round(statistics.median(r["cpu_s_per_token"] for r in runs), 5),
+        "step_s": round(statistics.median(statistics.median(steady(r["step_s"])) for r in runs),
+                        2),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_gpu_mb": max((r.get("peak_gpu_mb") or 0) for r in runs) or None,
+        "tokens_per_s_each_run": [round(r["tokens_per_s"], 2) for r in runs],
+    }
+
+
+def compare(a: argparse.Namespace) -> None:
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict[str, Any]]] = {"trl": [], "ours": []}
+    for _ in range(a.rounds):
+        for side in ("trl", "ours"):
+            runs[side].append(one_run(side, a))
+    trl, ours = summary(runs["trl"]), summary(runs["ours"])
+    split = {k: round(statistics.median(statistics.median(steady(r["split_s"][k]))
+                                        for r in runs["ours"]), 3) for k in SPLIT}
+    step = sum(split.values()) or 1.0
+    print(json.dumps({
+        "bench": "vs_trl", "precision": a.precision, "device": a.device,
+        "threads": a.threads or os.cpu_count(), "model": Path(a.model).name, "rounds": a.rounds,
+        "steps": a.steps, "work": "1 chat prompt x 8 completions x 64 tokens (forced), "
+                                  "beta 0.04, temperature 0.8, lr 1e-5, seed 0",
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "trl": trl, "ours": ours,
+        "speedup_tokens_per_s": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2),
+        "speedup_cpu_s_per_token": round(trl["cpu_s_per_token"] / ours["cpu_s_per_token"], 2),
+        "peak_rss_ratio": round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 2),
+        "peak_gpu_ratio": (round(ours["peak_gpu_mb"] / trl["peak_gpu_mb"], 2)
+                           if ours["peak_gpu_mb"] and trl["peak_gpu_mb"] else None),
+        "ours_split_s": split,
+        "ours_split_share": {k: round(v / step, 3) for k, v in split.items()},
+    }))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of both sides (0: torch's default, one per core); 1 "
+                        "is steadier on a machine other processes share")
+    p.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating")
+    p.add_argument("--steps", type=int, default=3, help="steps per run (the first is dropped)")
+    p.add_argument("--model", default=str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
+    p.add_argument("--trl-python", default=str(ROOT / "var" / "trl-venv" / "bin" / "python"),
+                   help="the python of TRL's venv (make bench-trl-env)")
+    p.add_argument("--baseline", default=str(BASELINE), help="the reference script")
+    p.add_argument("--side", choices=["trl", "ours"], help=argparse.SUPPRESS)
+    p.add_argument("--ablate", default="", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.side == "trl":
+        run_trl(a)
+    elif a.side == "ours":
+        run_ours(a)
+    else:
+        for path, hint in ((a.trl_python, "run `make bench-trl-env`"),
+                           (a.baseline, "it is the reference side, in shared/bench/")):
+            if not Path(path).exists():
+                sys.exit(f"{path} is missing: {hint}")
+        compare(a)
+
+
+if __name__ == "__main__":
+    main()
