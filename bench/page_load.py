@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.servers import free_port, start_web  # noqa: E402
+
 SETUP = """
 from django.contrib.auth import get_user_model
 from tests.runs_helpers import make_dataset, make_run
@@ -34,12 +37,6 @@ print("RUN", run.pk)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def prepare(env: dict[str, str], steps: int) -> int:
     py = sys.executable
     for cmd in (["manage.py", "migrate", "--noinput", "-v", "0"],
@@ -48,22 +45,6 @@ def prepare(env: dict[str, str], steps: int) -> int:
     out = subprocess.run([py, "manage.py", "shell", "-c", SETUP.format(steps=steps)],
                          cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     return int(out.split("RUN", 1)[1].split()[0])
-
-
-def serve(env: dict[str, str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/gunicorn"), "webapp.wsgi:application", "--bind",
-         f"127.0.0.1:{port}", "--worker-class", "gthread", "--workers", "1", "--threads", "8"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("gunicorn did not start")
 
 
 CHART_DRAWN = "() => { const c = document.getElementById('chart-0'); return c && c.data; }"
@@ -132,7 +113,7 @@ def main() -> None:
     try:
         run_id = prepare(env, args.steps)
         port = free_port()
-        server = serve(env, port)
+        server = start_web(port, env)
         visits = measure(f"http://127.0.0.1:{port}", run_id, args.visits, mbps=args.mbps,
                          rtt_ms=args.rtt_ms, later_s=args.later_s)
     finally:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,10 +26,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = {
-    "asgi": ["webapp.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker"],
-    "wsgi": ["webapp.wsgi:application", "--worker-class", "gthread", "--threads", "32"],
-}
+sys.path.insert(0, str(ROOT))
+
+from bench.servers import free_port, start_web  # noqa: E402
 
 
 def _setup_django(env: dict[str, str]) -> None:
@@ -61,28 +59,6 @@ def _prepare(runs: int) -> tuple[str, list[int]]:
         attempts.run_claim(run_id=run.pk, worker="bench")
         ids.append(run.pk)
     return token, ids
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/gunicorn"), *SERVERS[kind], "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--timeout", "0", "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **env})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the web server did not start")
 
 
 async def _viewer(port: int, token: str, run_id: int, got: list[int], state: dict) -> None:
@@ -199,8 +175,8 @@ def run_one(kind: str, args: argparse.Namespace) -> dict:
            "RLHF_SSE_KEEPALIVE_S": "5", "LOG_LEVEL": "WARNING"}
     _setup_django(env)
     token, ids = _prepare(args.runs)
-    port = _free_port()
-    server = _start_server(kind, port, env)
+    port = free_port()
+    server = start_web(port, env, kind=kind)
     try:
         return asyncio.run(_measure(port, token, ids, args))
     finally:
