@@ -99,8 +99,8 @@ def run_trl(a: argparse.Namespace) -> None:
 
 # --- our side (runs in the project's venv) ---
 
-ABLATIONS = ("hf_generate", "mkl_linears", "unshared_prompts", "unfused_adamw",
-             "whole_batch")
+ABLATIONS = ("hf_generate", "mkl_linears", "mkl_grad_linears", "frozen_in_micro_batches",
+             "unshared_prompts", "unfused_adamw", "glibc_malloc", "whole_batch")
 
 
 def ablate(name: str) -> dict[str, Any]:
@@ -118,9 +118,17 @@ def ablate(name: str) -> dict[str, Any]:
 
     if name == "hf_generate":  # HF generate instead of our decode loop
         training.rollout.decoder_and_head = lambda model: None  # type: ignore[assignment]
-    elif name == "mkl_linears":  # torch's default BLAS for the no-grad passes too
-        off = lambda model: contextlib.nullcontext()  # noqa: E731
-        training.rollout.onednn_linears = training.engine.onednn_linears = off  # type: ignore
+    elif name in ("mkl_linears", "mkl_grad_linears"):  # torch's default BLAS (MKL)
+        off = lambda *models: contextlib.nullcontext()  # noqa: E731
+        sys.modules["training.grpo"].onednn_linears = off  # type: ignore[attr-defined]
+        if name == "mkl_linears":  # for the passes without gradient too
+            training.rollout.onednn_linears = training.engine.onednn_linears = off  # type: ignore
+    elif name == "frozen_in_micro_batches":  # the no-grad passes split as training is
+        def training_split(config: Any, state: Any, rollout: Any) -> Any:
+            rows = len(rollout.input_ids)
+            return training.engine.micro_batches(rows, training.engine.micro_batch_rows(
+                config, state, rollout, rows, group_size=config.group_size))
+        training.engine.frozen_parts = training_split  # type: ignore[assignment]
     elif name == "unshared_prompts":  # every row runs its prompt through the trunk
         plain = training.logprobs.completion_logprobs
 
@@ -131,8 +139,12 @@ def ablate(name: str) -> dict[str, Any]:
     elif name == "unfused_adamw":
         sys.modules["training.grpo"].adamw = lambda params, *, lr, device: torch.optim.AdamW(  # type: ignore
             params, lr=lr, weight_decay=0.0)
+    elif name == "glibc_malloc":  # glibc's own mmap threshold (freed memory kept)
+        training.engine.return_freed_memory_to_the_os = lambda: False  # type: ignore
     elif name == "whole_batch":
         return {"activation_memory_mb": 1_048_576}
+    elif name.startswith("budget_mb="):  # another activation budget
+        return {"activation_memory_mb": int(name.split("=", 1)[1])}
     elif name:
         raise SystemExit(f"unknown ablation {name!r}: one of {', '.join(ABLATIONS)}")
     return {}

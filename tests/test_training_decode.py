@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training_helpers import one_torch_thread, tiny_model, tiny_tokenizer
+from tests.training_helpers import TINY_LLAMA, one_torch_thread, tiny_model, tiny_tokenizer
 from training.decode import sample, sample_next
 from training.logprobs import completion_logprobs
 from training.rollout import generate
@@ -113,3 +113,27 @@ def test_onednn_linears_give_the_same_outputs_and_are_undone_afterwards():
             fast = model(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(plain, fast, atol=1e-4)
     assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_onednn_linears_give_the_same_gradients():
+    """Under autograd the oneDNN linears (forward and both backward products, widening
+    layers and the LM head included) give F.linear's loss and gradients."""
+    from training.modelhub import load_causal_lm
+
+    model = load_causal_lm(TINY_LLAMA, dtype=torch.float32, device=torch.device("cpu"))
+    ids, mask = _encoded()
+
+    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = torch.log_softmax(logits, dim=-1)[..., 3].mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    plain_loss, plain = loss_and_grads()
+    with onednn_linears(model):
+        fast_loss, fast = loss_and_grads()
+    assert torch.allclose(plain_loss, fast_loss, atol=1e-5)
+    assert len(plain) == len(fast) and all(g.abs().sum() > 0 for g in plain)
+    for a, b in zip(plain, fast, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

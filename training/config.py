@@ -101,11 +101,14 @@ class RolloutConfig(BaseConfig):
 
     rewards: tuple[RewardSpec, ...] = internal(())
     """Reward sources, validated separately from the hyperparameters."""
-    activation_memory_mb: int = internal(512)
+    activation_memory_mb: int = internal(1024)
     """With ``micro_batch_size`` 0: the memory in MB the activations of one forward/backward
     pass may take; the step is split into the largest micro-batches that fit (estimated from
-    the model's shape, :mod:`training.memory`). 512 keeps SmolLM2-135M's default step under
-    4 GB on a CPU. Not a form field yet: the worker leaves the default."""
+    the model's shape, :mod:`training.memory`). 1024 runs SmolLM2-135M's default step in
+    micro-batches of one group (8 rows), under 4 GB on a CPU now that freed memory goes back
+    to the system (:func:`training.runtime.return_freed_memory_to_the_os`); few-row
+    micro-batches are slow (small matrix products). Not a form field yet: the worker leaves
+    the default."""
     min_new_tokens: int = internal(0)
     """EOS is not sampled before this many tokens. Benchmarks set it to ``max_new_tokens`` so
     that two engines compared on the same prompts do exactly the same work."""

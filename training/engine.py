@@ -19,7 +19,8 @@ import torch
 from training.checkpoints import load_training_state, restore_optimizer, save_checkpoint_dir
 from training.config import BaseConfig, RolloutConfig
 from training.data import PromptSampler
-from training.memory import auto_micro_batch
+from training.logprobs import CHUNK_ELEMENTS
+from training.memory import auto_micro_batch, inference_bytes, largest_split
 from training.metrics import MetricsSink, SampleRecord
 from training.modelhub import load_causal_lm
 from training.rewards import RewardScorer
@@ -29,6 +30,7 @@ from training.runtime import (
     peak_memory_mb,
     resolve_device,
     resolve_dtype,
+    return_freed_memory_to_the_os,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -152,6 +154,8 @@ def prepare(config: BaseConfig, resume_from: str | None
     resuming from a checkpoint directory."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.precision, device)
+    if device.type == "cpu":
+        return_freed_memory_to_the_os()
     seed_everything(config.seed)
     return device, dtype, load_training_state(Path(resume_from)) if resume_from else None
 
@@ -211,20 +215,34 @@ def micro_batches(size: int, micro: int) -> list[slice]:
     return [slice(i, i + micro) for i in range(0, size, micro)]
 
 
-def frozen_logprobs(state: State, rollout: Rollout, parts: Sequence[slice],
-                    temperature: float, *, reference: bool) -> list[torch.Tensor]:
-    """Log-probs without gradient, a (b, T) tensor per part: of the reference model, or of
-    the policy as it is now."""
+def frozen_parts(config: RolloutConfig, state: State, rollout: Rollout) -> list[slice]:
+    """Row slices for the forward passes without gradient: as many rows at once as the
+    activation budget allows by :func:`training.memory.inference_bytes` (such a pass keeps
+    no activations, so this is usually the whole step, where training needs several
+    micro-batches)."""
+    total = len(rollout.input_ids)
+    rows = largest_split(total, config.activation_memory_mb, lambda r: inference_bytes(
+        state.policy.config, rows=r, prompt_tokens=rollout.prompt_len,
+        completion_tokens=rollout.action_mask.shape[1],
+        param_bytes=next(state.policy.parameters()).element_size(),
+        head_chunk_bytes=CHUNK_ELEMENTS * 4))
+    return micro_batches(total, rows)
+
+
+def frozen_logprobs(config: RolloutConfig, state: State, rollout: Rollout,
+                    temperature: float, *, reference: bool) -> torch.Tensor:
+    """Log-probs (B, T) without gradient, over :func:`frozen_parts`: of the reference model,
+    or of the policy as it is now."""
     model: Any = state.reference if reference and state.reference is not None else state.policy
     lora_reference = reference and state.reference is None  # the base without its adapters
     out = []
     with torch.inference_mode(), onednn_linears(model), \
             (model.disable_adapter() if lora_reference else contextlib.nullcontext()):
-        for mb in parts:
+        for mb in frozen_parts(config, state, rollout):
             out.append(completion_logprobs(model, rollout.input_ids[mb],
                                            rollout.attention_mask[mb], rollout.prompt_len,
                                            temperature)[0])
-    return [x.clone() for x in out]  # plain tensors, usable in the loss's autograd graph
+    return torch.cat(out).clone()  # a plain tensor, usable in the loss's autograd graph
 
 
 # --- log ---

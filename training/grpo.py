@@ -49,7 +49,7 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import Stopwatch, adamw
+from training.runtime import Stopwatch, adamw, onednn_linears
 
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
 
@@ -107,15 +107,16 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     rows = len(rollout.completions)
     parts = micro_batches(rows, micro_batch_rows(config, state, rollout, rows,
                                                  group_size=config.group_size))
-    ref_logprobs = (frozen_logprobs(state, rollout, parts, config.temperature, reference=True)
+    ref_logprobs = (frozen_logprobs(config, state, rollout, config.temperature, reference=True)
                     if config.beta > 0 else None)
-    old_logprobs = (frozen_logprobs(state, rollout, parts, config.temperature, reference=False)
+    old_logprobs = (frozen_logprobs(config, state, rollout, config.temperature, reference=False)
                     if config.num_iterations > 1 else None)
     clock.lap("reference")
     # --- update ---
     weights = token_weights(rollout.action_mask, config.loss_type, config.max_new_tokens)
-    metrics |= _update(config, state, rollout, parts, advantages, weights, ref_logprobs,
-                       old_logprobs, clock)
+    with onednn_linears(state.policy):
+        metrics |= _update(config, state, rollout, parts, advantages, weights, ref_logprobs,
+                           old_logprobs, clock)
     # --- log ---
     step_s = time.perf_counter() - started
     metrics |= clock.metrics()
@@ -128,8 +129,8 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
 
 def _update(config: GRPOConfig, state: State, rollout: Rollout, parts: Sequence[slice],
             advantages: torch.Tensor, weights: torch.Tensor,
-            ref_logprobs: list[torch.Tensor] | None,
-            old_logprobs: list[torch.Tensor] | None, clock: Stopwatch) -> dict[str, float]:
+            ref_logprobs: torch.Tensor | None, old_logprobs: torch.Tensor | None,
+            clock: Stopwatch) -> dict[str, float]:
     """``num_iterations`` optimiser updates over the micro-batches; token-weighted metrics."""
     mask = rollout.action_mask
     sums: dict[str, float] = {}
@@ -137,12 +138,12 @@ def _update(config: GRPOConfig, state: State, rollout: Rollout, parts: Sequence[
     tokens = 0.0
     params = [p for p in state.policy.parameters() if p.requires_grad]
     for iteration in range(config.num_iterations):
-        for i, mb in enumerate(parts):
+        for mb in parts:
             logprobs, entropy = completion_logprobs(
                 state.policy, rollout.input_ids[mb], rollout.attention_mask[mb],
                 rollout.prompt_len, config.temperature, with_entropy=iteration == 0)
-            old = old_logprobs[i] if old_logprobs is not None else logprobs.detach()
-            ref = ref_logprobs[i] if ref_logprobs is not None else None
+            old = old_logprobs[mb] if old_logprobs is not None else logprobs.detach()
+            ref = ref_logprobs[mb] if ref_logprobs is not None else None
             loss, m = grpo_loss(logprobs, old, ref, advantages[mb], mask[mb], weights[mb],
                                 eps_low=config.epsilon_low, eps_high=config.epsilon_high,
                                 beta=config.beta)

@@ -14,11 +14,18 @@ token (in the parameters' dtype):
 and per completion token the float32 logits the log-softmax keeps for its backward, twice
 (the kept copy plus the chunk being computed). Measured on SmolLM2-135M (30 layers, hidden
 576, intermediate 1536) this predicts the peak of one micro-batch within about 15%.
+
+A forward pass without gradient (sampling's log-probs, the reference model's) keeps nothing
+between layers: it needs one layer's activations at a time, every layer's keys and values
+(each row's copy of its prompt's) and one LM-head chunk, so it runs over many more rows at
+once; :func:`inference_bytes` estimates that, and the frozen passes are split by it, not by
+the training micro-batch (few-row products are the slow ones on a CPU).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 MB = 2**20
@@ -49,9 +56,34 @@ def activation_bytes(model_config: Any, *, rows: int, prompt_tokens: int,
     return trunks * (per_token * tokens + recompute) + logits
 
 
+def inference_bytes(model_config: Any, *, rows: int, prompt_tokens: int,
+                    completion_tokens: int, param_bytes: int, head_chunk_bytes: int) -> float:
+    """Estimated transient memory of one forward without gradient over ``rows`` rows: one
+    layer's activations, the keys and values of every layer for every row, the attention
+    scores of one layer (if the kernel materialises them) and two LM-head chunks."""
+    layers = int(model_config.num_hidden_layers)
+    hidden = int(model_config.hidden_size)
+    inter = int(getattr(model_config, "intermediate_size", 4 * hidden))
+    heads = int(getattr(model_config, "num_attention_heads", 1))
+    head_dim = int(getattr(model_config, "head_dim", None) or hidden // heads)
+    kv_dim = int(getattr(model_config, "num_key_value_heads", None) or heads) * head_dim
+    length = prompt_tokens + completion_tokens
+    tokens = rows * length
+    one_layer = (10 * hidden + 4 * inter) * param_bytes * tokens
+    keys_values = 2 * layers * kv_dim * param_bytes * tokens
+    scores = rows * heads * length * length * 4
+    return one_layer + keys_values + scores + 2 * head_chunk_bytes
+
+
+def largest_split(total_rows: int, budget_mb: float, estimate: Callable[[int], float]) -> int:
+    """The largest divisor of ``total_rows`` whose ``estimate(rows)`` in bytes fits in
+    ``budget_mb`` (at least 1 row)."""
+    divisors = [d for d in range(total_rows, 0, -1) if total_rows % d == 0]
+    return next((rows for rows in divisors if estimate(rows) <= budget_mb * MB), 1)
+
+
 def auto_micro_batch(total_rows: int, budget_mb: float, **shape: Any) -> int:
     """The largest divisor of ``total_rows`` whose activations fit in ``budget_mb`` (at
     least 1 row); ``shape`` as :func:`activation_bytes` takes it, without ``rows``."""
-    divisors = [d for d in range(total_rows, 0, -1) if total_rows % d == 0]
-    return next((rows for rows in divisors
-                 if activation_bytes(rows=rows, **shape) <= budget_mb * MB), 1)
+    return largest_split(total_rows, budget_mb,
+                         lambda rows: activation_bytes(rows=rows, **shape))

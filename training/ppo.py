@@ -55,6 +55,7 @@ from training.engine import (
     State,
     TrainResult,
     frozen_logprobs,
+    frozen_parts,
     load_policy,
     load_scorers,
     micro_batch_rows,
@@ -175,7 +176,8 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
     if config.whiten_advantages:
         advantages = whiten(advantages, mask)
     # --- update ---
-    metrics |= _update(config, state, rollout, frozen, advantages, returns)
+    with onednn_linears(state.policy, state.critic):
+        metrics |= _update(config, state, rollout, frozen, advantages, returns)
     if state.kl_controller is not None and "kl/mean" in metrics:
         state.kl_coef = state.kl_controller.update(metrics["kl/mean"], config.prompts_per_step)
     # --- log ---
@@ -188,11 +190,9 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
 
 
 def _evaluate_rollout(config: PPOConfig, state: _PPOState, rollout: Rollout) -> _Frozen:
-    rows = len(rollout.completions)
-    parts = micro_batches(rows, micro_batch_rows(config, state, rollout, rows, group_size=1))
     logprobs, entropy, values = [], [], []
-    with torch.inference_mode(), onednn_linears(state.policy), onednn_linears(state.critic):
-        for mb in parts:
+    with torch.inference_mode(), onednn_linears(state.policy, state.critic):
+        for mb in frozen_parts(config, state, rollout):
             ids, attention = rollout.input_ids[mb], rollout.attention_mask[mb]
             lp, ent = completion_logprobs(state.policy, ids, attention, rollout.prompt_len,
                                           config.temperature, with_entropy=True)
@@ -202,8 +202,8 @@ def _evaluate_rollout(config: PPOConfig, state: _PPOState, rollout: Rollout) -> 
             values.append(state.critic(ids, attention, rollout.prompt_len))
     ref_logprobs = None
     if _needs_reference(config):
-        ref_logprobs = torch.cat(frozen_logprobs(state, rollout, parts, config.temperature,
-                                                 reference=True))
+        ref_logprobs = frozen_logprobs(config, state, rollout, config.temperature,
+                                       reference=True)
     # plain tensors (inference tensors cannot enter the losses' autograd graph)
     return _Frozen(torch.cat(logprobs).clone(), ref_logprobs, torch.cat(values).clone(),
                    torch.cat(entropy).clone())
