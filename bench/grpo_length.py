@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=1e-5)
     p.add_argument("--beta", type=float, default=0.04)
     p.add_argument("--micro-batch-size", type=int, default=0,
-                   help="sequences per forward/backward (0: the whole step)")
+                   help="sequences per forward/backward (0: as many as the memory budget allows)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -169,3 +169,41 @@ def test_cancelled_queued_runs_are_dropped_from_the_queue_unrun(api, start_worke
     for task_id in task_ids:
         assert f"Discarding revoked task: workers.tasks.train_run_task[{task_id}]" in log
     assert {status(r) for r in waiting} == {"cancelled"}
+
+
+def test_a_waiting_run_whose_task_the_broker_lost_is_sent_again(api, start_worker, queue,
+                                                                 settings):
+    """Redis restarted empty (no persistence) or flushed while runs waited for a worker:
+    the reaper sends the task of each waiting run again once it has been missing for the
+    grace (the heartbeat timeout), not before, and not for a cancelled run; a worker then
+    trains the run in one attempt."""
+    import time
+
+    import redis
+
+    from webapp.queueing import queued_task_ids
+    from webapp.runs.management.commands.reap import LostTasks, reap_once
+
+    run_id = launch(api, steps=2, checkpoint_every=0)  # no worker on this queue yet
+    cancelled = launch(api, steps=2, checkpoint_every=0, name="cancelled")
+    assert api.post(f"/api/runs/{cancelled}/cancel").status_code == 202
+    lost_id = Run.objects.get(pk=run_id).task_id
+    assert lost_id in (queued_task_ids() or set())
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)  # what the restart did
+    assert lost_id not in (queued_task_ids() or set())
+
+    settings.RLHF_HEARTBEAT_TIMEOUT_S = 1.5
+    lost = LostTasks()
+    assert reap_once(lost)["resent"] == 0  # missing once: a worker may have just taken it
+    assert Run.objects.get(pk=run_id).task_id == lost_id
+    time.sleep(1.6)
+    assert reap_once(lost)["resent"] == 1
+    resent_id = Run.objects.get(pk=run_id).task_id
+    assert resent_id != lost_id and resent_id in (queued_task_ids() or set())
+    assert reap_once(lost)["resent"] == 0 and not lost.runs  # in the queue again
+    assert status(cancelled) == "cancelled"
+
+    start_worker()
+    wait_for(lambda: status(run_id) == "succeeded", timeout=180, what="the resent run")
+    assert [o[:2] for o in outcomes(run_id)] == [(1, "succeeded")]
+    assert_each_step_once(run_id, 2)

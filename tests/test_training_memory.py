@@ -103,21 +103,36 @@ def test_the_micro_batch_is_the_largest_split_that_fits_the_budget():
     assert auto_micro_batch(12, 1e-9, **shape) == 1  # never less than one row
 
 
-def test_the_default_budget_splits_smollm2s_default_step_into_groups():
+def test_the_default_budget_splits_smollm2s_default_step_and_keeps_a_group_whole():
+    """SmolLM2's default step (4 groups of 8) is split into micro-batches of 4 rows: 8 would
+    need the accumulated gradients beside a whole group's activations. One group of 8 (the
+    TRL benchmark's step) runs in one pass, where no gradient is held beside them."""
     from training.config import GRPOConfig
     from training.memory import auto_micro_batch
 
     smollm2 = SimpleNamespace(num_hidden_layers=30, hidden_size=576, intermediate_size=1536,
                               vocab_size=49152)
     defaults = GRPOConfig()
+    shape = {"model_config": smollm2, "prompt_tokens": 56,
+             "completion_tokens": defaults.max_new_tokens, "group_size": defaults.group_size,
+             "param_bytes": 4, "checkpointing": False, "grad_bytes": 134_515_008 * 4}
 
-    rows = auto_micro_batch(defaults.completions_per_step, defaults.activation_memory_mb,
-                            model_config=smollm2, prompt_tokens=56,
-                            completion_tokens=defaults.max_new_tokens,
-                            group_size=defaults.group_size, param_bytes=4,
-                            checkpointing=False)
+    assert auto_micro_batch(defaults.completions_per_step, defaults.activation_memory_mb,
+                            **shape) == 4
+    assert auto_micro_batch(8, defaults.activation_memory_mb, **shape) == 8
 
-    assert rows == defaults.group_size == 8  # one group's prompt shared by its 8 rows
+
+def test_accumulated_gradients_count_only_when_the_step_is_split():
+    from training.memory import MB, activation_bytes, auto_micro_batch
+
+    shape = {"model_config": TINY_SHAPE, "prompt_tokens": 3, "completion_tokens": 5,
+             "group_size": 1, "param_bytes": 4, "checkpointing": False}
+    whole = activation_bytes(rows=4, **shape)
+    half = activation_bytes(rows=2, **shape)
+
+    assert auto_micro_batch(4, whole / MB, grad_bytes=10 * whole, **shape) == 4
+    assert auto_micro_batch(4, (half + 100) / MB, grad_bytes=100, **shape) == 2
+    assert auto_micro_batch(4, (half + 99) / MB, grad_bytes=100, **shape) == 1
 
 
 def test_the_inference_estimate_counts_one_layer_every_cache_and_the_head_chunks():

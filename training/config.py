@@ -101,14 +101,13 @@ class RolloutConfig(BaseConfig):
 
     rewards: tuple[RewardSpec, ...] = internal(())
     """Reward sources, validated separately from the hyperparameters."""
-    activation_memory_mb: int = internal(1024)
-    """With ``micro_batch_size`` 0: the memory in MB the activations of one forward/backward
-    pass may take; the step is split into the largest micro-batches that fit (estimated from
-    the model's shape, :mod:`training.memory`). 1024 runs SmolLM2-135M's default step in
-    micro-batches of one group (8 rows), under 4 GB on a CPU now that freed memory goes back
-    to the system (:func:`training.runtime.return_freed_memory_to_the_os`); few-row
-    micro-batches are slow (small matrix products). Not a form field yet: the worker leaves
-    the default."""
+    activation_memory_mb: int = internal(1152)
+    """With ``micro_batch_size`` 0: the memory in MB one forward/backward pass may add (its
+    activations, and the accumulated gradients when the step is split); the step is split
+    into the largest micro-batches that fit (estimated from the model's shape,
+    :mod:`training.memory`). 1152 keeps SmolLM2-135M's default step (32 rows, micro-batches
+    of 4) under 4 GB on a CPU, and runs one group of 8 in one pass; fewer rows per pass are
+    slower (small matrix products). Not a form field yet: the worker leaves the default."""
     min_new_tokens: int = internal(0)
     """EOS is not sampled before this many tokens. Benchmarks set it to ``max_new_tokens`` so
     that two engines compared on the same prompts do exactly the same work."""

@@ -199,11 +199,15 @@ def sample_rollout(config: RolloutConfig, state: State, group_size: int,
 def micro_batch_rows(config: RolloutConfig, state: State, rollout: Rollout, total_rows: int,
                      *, group_size: int, trunks: int = 1) -> int:
     """Rows per forward/backward pass: ``micro_batch_size``, or when it is 0 the largest
-    split of ``total_rows`` whose activations fit ``activation_memory_mb``."""
+    split of ``total_rows`` whose activations (and accumulated gradients, when split) fit
+    ``activation_memory_mb``."""
     if config.micro_batch_size:
         return config.micro_batch_size
+    trainable = (p for group in state.optimizer.param_groups for p in group["params"])
     return auto_micro_batch(
-        total_rows, config.activation_memory_mb, model_config=state.policy.config,
+        total_rows, config.activation_memory_mb,
+        grad_bytes=sum(p.numel() * p.element_size() for p in trainable),
+        model_config=state.policy.config,
         prompt_tokens=rollout.prompt_len, completion_tokens=rollout.action_mask.shape[1],
         group_size=group_size, param_bytes=next(state.policy.parameters()).element_size(),
         checkpointing=config.gradient_checkpointing, trunks=trunks)

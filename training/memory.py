@@ -82,8 +82,13 @@ def largest_split(total_rows: int, budget_mb: float, estimate: Callable[[int], f
     return next((rows for rows in divisors if estimate(rows) <= budget_mb * MB), 1)
 
 
-def auto_micro_batch(total_rows: int, budget_mb: float, **shape: Any) -> int:
-    """The largest divisor of ``total_rows`` whose activations fit in ``budget_mb`` (at
-    least 1 row); ``shape`` as :func:`activation_bytes` takes it, without ``rows``."""
-    return largest_split(total_rows, budget_mb,
-                         lambda rows: activation_bytes(rows=rows, **shape))
+def auto_micro_batch(total_rows: int, budget_mb: float, *, grad_bytes: float = 0.0,
+                     **shape: Any) -> int:
+    """The largest divisor of ``total_rows`` whose memory fits in ``budget_mb`` (at least 1
+    row): its activations, plus ``grad_bytes`` (the trainable parameters' gradients) when
+    the step takes more than one micro-batch, since the gradients accumulated so far are
+    then held beside each later micro-batch's activations (with one micro-batch they appear
+    only as the backward frees the activations). ``shape`` as :func:`activation_bytes` takes
+    it, without ``rows``."""
+    return largest_split(total_rows, budget_mb, lambda rows: activation_bytes(
+        rows=rows, **shape) + (grad_bytes if rows < total_rows else 0.0))

@@ -6,7 +6,9 @@ the row count says whether this worker won. Every later write of the attempt is 
 ``status = running AND attempt = n``, so a zombie attempt (reaped, cancelled, superseded)
 can write nothing. The reaper marks a job whose heartbeat is older than the timeout as
 crashed, stops its task (a hung process does not stop on its own), and queues a new attempt
-while the job has crashes left; out of them, the job fails with the reason.
+while the job has crashes left; out of them, the job fails with the reason. It also sends
+again the task of a job that waits for a worker while the broker no longer holds that task
+(Redis restarted without persistence, its data flushed): such a job would wait for ever.
 
 Runs add their own steps (attempt rows, resuming from a checkpoint) around these in
 :mod:`webapp.runs.services`; batches use them as they are.
@@ -132,3 +134,30 @@ def _gave_up(job: Any, timeout_s: float) -> str:
     return (f"Gave up after {job.crashes + 1} attempts: each time the worker stopped sending "
             f"heartbeats for over {timeout_s:g} s (killed, out of memory, or hung). Attempt "
             f"{job.attempt} ran on {job.worker or 'an unknown worker'}.")
+
+
+def jobs_resend_lost(kind: JobKind, *, waiting: set[str], missing_since: dict[int, float],
+                     now: float, grace_s: float, resend: Callable[[int], None]) -> list[int]:
+    """Jobs of ``kind`` that wait for a worker (claimable) while their task is not among
+    ``waiting`` (the broker's task ids, :func:`webapp.queueing.queued_task_ids`): sent again
+    once they have been missing for ``grace_s`` seconds by the clock ``now``. A task that a
+    worker has just taken from the queue is missing for the moment until its job is claimed,
+    hence the grace; a duplicate could anyway run nothing, since only one claim wins.
+    ``missing_since`` (job id -> when first seen missing) is the caller's memory between
+    passes, updated here. Returns the ids sent again."""
+    waiting_jobs = kind.model.objects.filter(status__in=kind.claimable).values_list(
+        "pk", "task_id")
+    lost = {pk for pk, task_id in waiting_jobs if task_id and task_id not in waiting}
+    for pk in list(missing_since):
+        if pk not in lost:
+            del missing_since[pk]  # found, claimed or ended meanwhile
+    resent = []
+    for pk in sorted(lost):
+        first = missing_since.setdefault(pk, now)
+        if now - first >= grace_s:
+            log.warning("%s %s waits for a worker but the queue lost its task: sent again",
+                        kind.name, pk)
+            resend(pk)
+            resent.append(pk)
+            del missing_since[pk]
+    return resent

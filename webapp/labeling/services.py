@@ -181,6 +181,11 @@ def batches_reap(**kwargs: Any) -> list[jobs.Reaped]:
     return jobs.jobs_reap(BATCH_JOB, on_reaped=on_reaped, **kwargs)
 
 
+def batches_resend_lost(**kwargs: Any) -> list[int]:
+    """Batches waiting for a worker whose task the broker lost: queued again."""
+    return jobs.jobs_resend_lost(BATCH_JOB, resend=_enqueue, **kwargs)
+
+
 def batch_record_items(*, batch_id: int, attempt: int,
                        items: Sequence[Mapping[str, Any]]) -> None:
     """Store generated items, each ``{"index", "prompt", "prompt_text", "responses": [text]}``,

@@ -205,3 +205,11 @@ def _on_reaped(run: Run, requeued: bool) -> None:
 def runs_reap(**kwargs: Any) -> list[jobs.Reaped]:
     """Crashed runs (no heartbeat for the timeout): requeued to resume, or failed."""
     return jobs.jobs_reap(RUN_JOB, on_reaped=_on_reaped, **kwargs)
+
+
+def runs_resend_lost(**kwargs: Any) -> list[int]:
+    """Runs waiting for a worker whose task the broker lost: queued again
+    (:func:`webapp.jobs.jobs_resend_lost`)."""
+    from webapp.runs.services import requeue
+
+    return jobs.jobs_resend_lost(RUN_JOB, resend=requeue, **kwargs)
