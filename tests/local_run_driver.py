@@ -1,9 +1,15 @@
-"""Drives ``python -m webapp.localrun`` (what ``make run`` starts) as a person would, from
-inside a network namespace where nothing answers on 127.0.0.1:6379, and prints one JSON line
-for tests/test_local_run.py: the launcher's output, whether a run trained, and what was left
+"""Drives ``python -m webapp.localrun`` (what ``make run`` starts) as a person would, where
+no Redis answers at the address the launcher looks at, and prints one JSON line for
+tests/test_local_run.py: the launcher's output, whether a run trained, and what was left
 running after Ctrl-C.
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m tests.local_run_driver DIR'
+    .venv/bin/python -m tests.local_run_driver DIR redis://127.0.0.1:PORT/0
+
+Inside a network namespace nothing answers on 127.0.0.1:6379. Where none can be made, the
+second form has the launcher look for its local Redis at an address where nothing listens
+instead of 127.0.0.1:6379 (set in the launcher's own process: the product has no such
+setting), which is the same situation for it.
 """
 from __future__ import annotations
 
@@ -77,7 +83,15 @@ def _redis_processes(directory: Path) -> list[int]:
     return found
 
 
-def main(var_dir: Path) -> None:
+def _launcher_command(look_at: str | None) -> list[str]:
+    if look_at is None:
+        return [sys.executable, "-m", "webapp.localrun"]
+    code = (f"import runpy, webapp.localredis as r; r.DEFAULT_URL = {look_at!r}; "
+            "runpy.run_module('webapp.localrun', run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", code]
+
+
+def main(var_dir: Path, look_at: str | None = None) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL",
                                                             "DJANGO_SETTINGS_MODULE")}
@@ -87,7 +101,7 @@ def main(var_dir: Path) -> None:
     started = time.monotonic()
     with open(log_path, "wb") as log:
         # A session of its own, so the SIGINT below reaches its whole group as Ctrl-C does.
-        launcher = subprocess.Popen([sys.executable, "-m", "webapp.localrun"], cwd=ROOT,
+        launcher = subprocess.Popen(_launcher_command(look_at), cwd=ROOT,
                                     env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
     result: dict = {"port": port}
@@ -118,4 +132,4 @@ def main(var_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
