@@ -31,6 +31,13 @@ from typing import Any
 MB = 2**20
 
 
+def _layer_bytes_per_token(model_config: Any, param_bytes: int) -> tuple[int, int]:
+    """The model's layer count, and what one Llama-style layer keeps per token (see above)."""
+    hidden = int(model_config.hidden_size)
+    inter = int(getattr(model_config, "intermediate_size", 4 * hidden))
+    return int(model_config.num_hidden_layers), (10 * hidden + 4 * inter) * param_bytes
+
+
 def activation_bytes(model_config: Any, *, rows: int, prompt_tokens: int,
                      completion_tokens: int, group_size: int, param_bytes: int,
                      checkpointing: bool, trunks: int = 1) -> float:
@@ -38,11 +45,9 @@ def activation_bytes(model_config: Any, *, rows: int, prompt_tokens: int,
     ``prompt_tokens`` + ``completion_tokens`` tokens, where ``group_size`` adjacent rows share
     their prompt (its forward is done once for them, unless checkpointing). ``trunks``: how
     many networks of this shape run in the same backward (PPO: the policy and the critic)."""
-    layers = int(model_config.num_hidden_layers)
+    layers, per_layer = _layer_bytes_per_token(model_config, param_bytes)
     hidden = int(model_config.hidden_size)
-    inter = int(getattr(model_config, "intermediate_size", 4 * hidden))
     vocab = int(model_config.vocab_size)
-    per_layer = (10 * hidden + 4 * inter) * param_bytes  # per token, one layer
     if checkpointing:  # only each layer's input is kept; one layer is recomputed at a time
         per_token = layers * hidden * param_bytes
         prompts = rows
@@ -61,15 +66,14 @@ def inference_bytes(model_config: Any, *, rows: int, prompt_tokens: int,
     """Estimated transient memory of one forward without gradient over ``rows`` rows: one
     layer's activations, the keys and values of every layer for every row, the attention
     scores of one layer (if the kernel materialises them) and two LM-head chunks."""
-    layers = int(model_config.num_hidden_layers)
+    layers, per_layer = _layer_bytes_per_token(model_config, param_bytes)
     hidden = int(model_config.hidden_size)
-    inter = int(getattr(model_config, "intermediate_size", 4 * hidden))
     heads = int(getattr(model_config, "num_attention_heads", 1))
     head_dim = int(getattr(model_config, "head_dim", None) or hidden // heads)
     kv_dim = int(getattr(model_config, "num_key_value_heads", None) or heads) * head_dim
     length = prompt_tokens + completion_tokens
     tokens = rows * length
-    one_layer = (10 * hidden + 4 * inter) * param_bytes * tokens
+    one_layer = per_layer * tokens
     keys_values = 2 * layers * kv_dim * param_bytes * tokens
     scores = rows * heads * length * length * 4
     return one_layer + keys_values + scores + 2 * head_chunk_bytes

@@ -41,7 +41,7 @@ def reap_once(lost: LostTasks | None = None) -> dict[str, int]:
     runs = runs_reap()
     batches = batches_reap()
     found = {"runs": len(runs), "batches": len(batches), "resent": 0}
-    waiting = queued_task_ids()
+    waiting = queued_task_ids() if lost is not None else None
     if lost is not None and waiting is not None:  # None: the broker cannot tell now
         now, grace = time.monotonic(), settings.RLHF_HEARTBEAT_TIMEOUT_S
         found["resent"] = len(runs_resend_lost(
