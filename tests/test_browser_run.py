@@ -6,6 +6,7 @@ import pytest
 
 from tests.browser import chromium_page, sign_in
 from tests.conftest import PROMPTS, upload_prompts
+from tests.runs_helpers import make_dataset, make_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -74,3 +75,22 @@ def test_the_form_shows_errors_next_to_the_fields_and_launches_nothing(page, liv
     text = page.inner_text("main")
     assert "at most 1" in text.lower() or "less than or equal to 1" in text.lower()
     assert not Run.objects.exists()
+
+
+def test_a_burst_of_events_refreshes_every_card_it_names(page, live_server, user,
+                                                         transactional_db):
+    """The last checkpoint, status changes and steps arrive together at the end of a run; each
+    card they name must be fetched again, none dropped for another card's refresh."""
+    from webapp.runs import events
+    from webapp.runs.models import Checkpoint
+
+    run = make_run(user, make_dataset(user), steps=2, finish=None)
+    sign_in(page, live_server.url)
+    page.goto(f"{live_server.url}/runs/{run.pk}/")
+    page.wait_for_function(f"{POINTS} == 2")
+    assert page.locator("#checkpoints a:has-text('Download zip')").count() == 0
+    Checkpoint.objects.create(run=run, step=2, path="p", archive="p.zip", size_bytes=1,
+                              sha256="0" * 64)
+    for kind in ("status", "checkpoint", "status", "status"):
+        events.publish(run.pk, kind, {"status": "running", "step": 2})
+    page.wait_for_selector("#checkpoints a:has-text('Download zip')", timeout=15_000)

@@ -164,12 +164,31 @@
     page.dataset.step = String(data.step);
     const pick = document.getElementById("sample-step");
     if (!pick || !pick.value) {
-      htmx.ajax("GET", page.dataset.samplesUrl, { target: "#samples", swap: "outerHTML" });
+      refresh(page.dataset.samplesUrl, "#samples");
     }
   }
 
+  // One request per card at a time; a refresh asked for meanwhile runs once the answer is in,
+  // so each card ends with what the server had after the last event. (htmx.ajax without a
+  // source queues every call on <body> and keeps only the newest one waiting, so a burst of
+  // events, e.g. the last checkpoint and the end, silently dropped some cards' refreshes.)
+  const cards = {};
   function refresh(url, target) {
-    htmx.ajax("GET", url, { target: target, swap: "outerHTML" });
+    const card = cards[target] || (cards[target] = { busy: false, again: false, failures: 0 });
+    if (card.busy) { card.again = true; return; }
+    card.busy = true;
+    fetch(url, { credentials: "same-origin" })
+      .then((response) => (response.ok ? response.text() : null))
+      .then((html) => {
+        card.failures = 0;
+        const element = document.querySelector(target);
+        if (html !== null && element) htmx.swap(element, html, { swapStyle: "outerHTML" });
+      })
+      .catch(() => { card.failures += 1; card.again = card.again || card.failures < 3; })
+      .finally(() => {
+        card.busy = false;
+        if (card.again) { card.again = false; setTimeout(() => refresh(url, target), 250); }
+      });
   }
 
   function listen() {
