@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from training.decode import sample  # noqa: E402
 from training.modelhub import load_causal_lm, load_tokenizer  # noqa: E402
 from training.rollout import render_prompt  # noqa: E402
-from training.runtime import onednn_linears, resolve_dtype, synchronize  # noqa: E402
+from training.runtime import decode_linears, onednn_linears, resolve_dtype, synchronize  # noqa: E402
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -58,6 +58,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=8, help="completions decoded together (G)")
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--unpacked", action="store_true",
+                   help="weights in their plain layout (re-laid out by every product)")
     p.add_argument("--peak-gbs", type=float, default=0.0,
                    help="the memory bandwidth bound in GB/s (0: measure a large read)")
     a = p.parse_args()
@@ -74,7 +76,8 @@ def main() -> None:
                max_new_tokens=tokens, temperature=0.8, top_p=1.0, eos=[tok.eos_token_id],
                pad_id=tok.pad_token_id, min_new_tokens=tokens)
 
-    with onednn_linears(model):
+    linears = onednn_linears(model) if a.unpacked else decode_linears(model, rows=a.rows)
+    with linears:
         run(2)  # warm-up
         full, prefill = timed(lambda: run(a.tokens), device, a.repeats), \
             timed(lambda: run(1), device, a.repeats)

@@ -99,8 +99,9 @@ def run_trl(a: argparse.Namespace) -> None:
 
 # --- our side (runs in the project's venv) ---
 
-ABLATIONS = ("hf_generate", "mkl_linears", "mkl_grad_linears", "frozen_in_micro_batches",
-             "unshared_prompts", "unfused_adamw", "glibc_malloc", "whole_batch")
+ABLATIONS = ("hf_generate", "unpacked_decode", "mkl_linears", "mkl_grad_linears",
+             "frozen_in_micro_batches",
+             "unshared_prompts", "unfused_adamw", "glibc_malloc", "small_pages", "whole_batch")
 
 
 def ablate(name: str) -> dict[str, Any]:
@@ -122,7 +123,11 @@ def ablate(name: str) -> dict[str, Any]:
         off = lambda *models: contextlib.nullcontext()  # noqa: E731
         sys.modules["training.grpo"].onednn_linears = off  # type: ignore[attr-defined]
         if name == "mkl_linears":  # for the passes without gradient too
-            training.rollout.onednn_linears = training.engine.onednn_linears = off  # type: ignore
+            training.engine.onednn_linears = off  # type: ignore[attr-defined]
+            training.rollout.decode_linears = lambda *m, rows: contextlib.nullcontext()  # type: ignore
+    elif name == "unpacked_decode":  # the decode's weights in their plain layout
+        training.rollout.decode_linears = (  # type: ignore[attr-defined]
+            lambda *models, rows: training.runtime.onednn_linears(*models))
     elif name == "frozen_in_micro_batches":  # the no-grad passes split as training is
         def training_split(config: Any, state: Any, rollout: Any) -> Any:
             rows = len(rollout.input_ids)
@@ -141,6 +146,8 @@ def ablate(name: str) -> dict[str, Any]:
             params, lr=lr, weight_decay=0.0)
     elif name == "glibc_malloc":  # glibc's own mmap threshold (freed memory kept)
         training.engine.return_freed_memory_to_the_os = lambda: False  # type: ignore
+    elif name == "small_pages":  # 4 kB pages only: set in the environment by one_run
+        pass
     elif name == "whole_batch":
         return {"activation_memory_mb": 1_048_576}
     elif name.startswith("budget_mb="):  # another activation budget
@@ -206,6 +213,8 @@ def one_run(side: str, a: argparse.Namespace) -> dict[str, Any]:
            "--ablate", getattr(a, "ablate", "") or ""]
     print(f"[vs_trl] {side}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     env = os.environ.copy()
+    if getattr(a, "ablate", "") == "small_pages":  # torch reads it at its first allocation
+        env["THP_MEM_ALLOC_ENABLE"] = "0"
     if a.threads:  # the same for both sides: torch's intra-op threads (OpenMP, MKL, oneDNN)
         env |= {"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)

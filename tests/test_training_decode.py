@@ -2,6 +2,9 @@
 way of computing them (tiny-llama, CPU)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -9,7 +12,7 @@ from tests.training_helpers import TINY_LLAMA, one_torch_thread, tiny_model, tin
 from training.decode import sample, sample_next
 from training.logprobs import completion_logprobs
 from training.rollout import generate
-from training.runtime import onednn_linears
+from training.runtime import decode_linears, onednn_linears
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -137,3 +140,67 @@ def test_onednn_linears_give_the_same_gradients():
     assert len(plain) == len(fast) and all(g.abs().sum() > 0 for g in plain)
     for a, b in zip(plain, fast, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_decode_linears_give_the_same_outputs_and_are_undone_afterwards():
+    """The weights laid out once for few-row products multiply as the plain ones do, for the
+    row count they were laid out for and any other (the prompt's prefill)."""
+    model = tiny_model()
+    ids, mask = _encoded()
+    with torch.inference_mode():
+        plain = model(input_ids=ids, attention_mask=mask).logits
+        with decode_linears(model, rows=8):
+            assert all("forward" in vars(m) for m in model.modules()
+                       if type(m) is torch.nn.Linear) or not torch.backends.mkldnn.is_available()
+            fast = model(input_ids=ids, attention_mask=mask).logits
+            one = model(input_ids=ids[:1, -1:], attention_mask=mask[:1, -1:]).logits
+    assert torch.allclose(plain, fast, atol=1e-4)
+    assert one.shape == (1, 1, plain.shape[-1])
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_a_decode_loop_reuses_its_freed_memory_instead_of_faulting_pages_in():
+    """With freed memory handed back to the system, every 1 MB temporary of a loop (under the
+    2 MB where huge pages start) costs 256 fresh page faults; inside ``reuse_freed_memory``
+    the heap serves them again. In a fresh process: what earlier tests left in this one's
+    heap would serve the loop either way."""
+    code = """if True:
+        import resource, torch
+        from training import runtime
+        from training.runtime import reuse_freed_memory
+        def faults():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(50):
+                torch.ones(256 * 1024).sum()  # 1 MB, allocated, touched and freed
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        if not runtime.return_freed_memory_to_the_os():
+            print("no-glibc")
+            raise SystemExit
+        faults()
+        outside = faults()
+        with reuse_freed_memory():
+            inside = faults()
+        print(outside, inside, faults())
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    if out == ["no-glibc"]:
+        pytest.skip("glibc's mallopt is not available on this platform")
+    outside, inside, after = map(int, out)
+    assert outside > 50 * 200 and after > 50 * 200  # memory goes back to the system
+    assert inside < outside / 5
+
+
+def test_importing_the_engine_turns_on_huge_pages_for_torch_where_the_kernel_has_them():
+    code = "import training, os; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+    try:
+        available = "[never]" not in open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        available = False
+    assert out == ("1" if available else "None")
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={"PATH": "/usr/bin:/bin",
+                                           "THP_MEM_ALLOC_ENABLE": "0"}).stdout.strip()
+    assert kept == "0"  # a user's own setting stands

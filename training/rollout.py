@@ -12,7 +12,7 @@ from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, St
 
 from training.decode import decoder_and_head, sample
 from training.logprobs import completion_logprobs
-from training.runtime import onednn_linears
+from training.runtime import decode_linears, reuse_freed_memory
 
 __all__ = ["Rollout", "completion_logprobs", "generate", "prompt_text", "render_prompt"]
 
@@ -103,7 +103,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *,
     was_training = model.training
     model.eval()
     if decoder_and_head(model) is not None:
-        with onednn_linears(model):
+        with decode_linears(model, rows=prompt_ids.shape[0]), reuse_freed_memory():
             completion_ids, _ = sample(
                 model, unique_ids, unique_mask, group_size=group_size,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos=eos,

@@ -24,6 +24,7 @@ app.autodiscover_tasks(["workers"])
 # longer wait. (Not on a thread: transformers' lazy imports race with a task's own.)
 app.conf.worker_proc_alive_timeout = 120
 ENGINE_MODULES = (
+    "training",  # first: it sets what torch reads at its first allocation (huge pages)
     "torch",
     "transformers",
     "transformers.models.llama.modeling_llama",
