@@ -87,8 +87,14 @@ def return_freed_memory_to_the_os() -> bool:
     GRPO step, 350 MB more peak RSS and about 1 GB more at rest between steps. Setting the
     threshold fixes it (and turns that adjustment off). True when glibc took the setting;
     elsewhere (musl, macOS) nothing is done. Once per process."""
+    global _threshold_fixed
     libc = _glibc()
-    return libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    _threshold_fixed = libc is not None and bool(
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    return _threshold_fixed
+
+
+_threshold_fixed = False  # whether this process handed freed memory back (and so may reuse)
 
 
 @functools.cache
@@ -116,9 +122,7 @@ def reuse_freed_memory() -> Iterator[None]:
     of SmolLM2) reuses them instead of mapping fresh pages, and paying a page fault per 4 kB,
     at every token. On the way out the threshold goes back and the heap's free memory is
     returned to the system (``malloc_trim``). Elsewhere nothing changes."""
-    libc = _glibc()
-    active = libc is not None and return_freed_memory_to_the_os.cache_info().currsize > 0 \
-        and return_freed_memory_to_the_os()
+    libc, active = _glibc(), _threshold_fixed
     if active:
         libc.mallopt(M_MMAP_THRESHOLD, REUSE_THRESHOLD_BYTES)
         libc.mallopt(M_TRIM_THRESHOLD, 2 * REUSE_THRESHOLD_BYTES)
