@@ -19,7 +19,7 @@ WITH_KEY := DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat $(SECRET_KEY_FILE))}
 # Progress bars (model preparation) are for logs, not for the terminal of `make run`.
 QUIET := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
 
-.PHONY: install models models-test run test lint browser check-services clean-var bench-trl-env gpu-carry
+.PHONY: install models models-test run test lint browser check-services clean-var bench-trl-env bench-trl-ppo-env gpu-carry
 
 $(STAMP): pyproject.toml Makefile
 	@echo "==> Installing into $(VENV) (once; a few minutes)"
@@ -75,19 +75,34 @@ clean-var:  ## remove everything the app stored (database, uploads, checkpoints)
 # TRL in a virtual environment of its own, for bench/vs_trl.py (the reference side of the speed
 # comparison). torch first, pinned, so no CUDA build is pulled; transformers, accelerate and
 # datasets at the versions the project's .venv has, so both sides run the same model code.
+# bench/vs_trl_ppo.py needs TRL 1.12.0, the last release with trl.experimental.ppo's
+# PPOTrainer (1.13 removed it), in a second venv.
 TRL_VENV ?= var/trl-venv
 TRL_SPEC ?= trl==1.16.0
 TRL_STAMP := $(TRL_VENV)/.installed-stamp
+TRL_PPO_VENV ?= var/trl-ppo-venv
+TRL_PPO_SPEC ?= trl==1.12.0
+TRL_PPO_STAMP := $(TRL_PPO_VENV)/.installed-stamp
+
+# $(1): the venv, $(2): TRL's pip spec
+define trl_venv
+	@test -x $(1)/bin/python || python3 -m venv $(1)
+	$(1)/bin/pip install --quiet --upgrade pip
+	$(1)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(1)/bin/pip install --quiet "$(2)" $$($(PY) -c 'import importlib.metadata as m; \
+	  print(" ".join(f"{p}=={m.version(p)}" for p in ("transformers", "accelerate", "datasets", "safetensors")))')
+	@touch $(1)/.installed-stamp
+endef
 
 $(TRL_STAMP): $(STAMP) Makefile
-	@test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
-	$(TRL_VENV)/bin/pip install --quiet --upgrade pip
-	$(TRL_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
-	$(TRL_VENV)/bin/pip install --quiet "$(TRL_SPEC)" $$($(PY) -c 'import importlib.metadata as m; \
-	  print(" ".join(f"{p}=={m.version(p)}" for p in ("transformers", "accelerate", "datasets", "safetensors")))')
-	@touch $@
+	$(call trl_venv,$(TRL_VENV),$(TRL_SPEC))
+
+$(TRL_PPO_STAMP): $(STAMP) Makefile
+	$(call trl_venv,$(TRL_PPO_VENV),$(TRL_PPO_SPEC))
 
 bench-trl-env: $(TRL_STAMP)  ## TRL for bench/vs_trl.py, pinned, in its own venv under var/
+
+bench-trl-ppo-env: $(TRL_PPO_STAMP)  ## TRL 1.12 (PPOTrainer) for bench/vs_trl_ppo.py, under var/
 
 # What bench/gpu_check.sh needs on a lent GPU machine, which reaches no registry and receives
 # only the repository (plus `carry`, 64 MiB): TRL's wheels for its Python 3.12, tiny-llama,
@@ -105,4 +120,6 @@ gpu-carry: install  ## prepare var/gpu-carry for bench/gpu_check.sh (see its hea
 	$(PIP) download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d $(GPU_CARRY)/wheels $(GPU_WHEELS)
+	$(PIP) download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp -d $(GPU_CARRY)/wheels-ppo $(TRL_PPO_SPEC)
 	du -sh $(GPU_CARRY)

@@ -3,7 +3,8 @@
 #   1. the suite's CUDA-marked tests (bf16 steps, precision auto, a GPU checkpoint on the CPU)
 #      and the decode tests, on the machine's own PyTorch;
 #   2. bench/vs_trl.py on the GPU, bf16 then fp32 (goal: 2x TRL's tokens/s there too);
-#   3. bench/decode_bandwidth.py: the decode step's share of the HBM bandwidth bound.
+#   3. bench/decode_bandwidth.py: the decode step's share of the HBM bandwidth bound;
+#   4. bench/vs_trl_ppo.py on the GPU, fp32 (TRL 1.12's PPOTrainer, from its own wheel).
 # Results land in $OUT (the device tool brings them back): one log or JSON file per part.
 #
 # Here, before: `make gpu-carry` (TRL's wheels, tiny-llama, SmolLM2's config and tokenizer,
@@ -68,4 +69,16 @@ for rows in 8 64; do
   timeout 60 "$PY" bench/decode_bandwidth.py --device cuda --precision bf16 --model "$MODEL" \
     --rows "$rows" --peak-gbs "$PEAK" | tee -a "$OUT/decode_bandwidth.json" || status=1
 done
+echo "== 4. PPO vs TRL 1.12's PPOTrainer on the GPU"
+if ls "$CARRY"/wheels-ppo/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site-ppo "$CARRY"/wheels-ppo/*.whl
+  # TRL's side: the same interpreter with TRL 1.12 ahead of 1.16 on the path
+  printf '#!/bin/sh\nPYTHONPATH=/tmp/site-ppo:${PYTHONPATH:-} exec %s "$@"\n' "$(command -v "$PY")" \
+    > /tmp/trl-ppo-python && chmod +x /tmp/trl-ppo-python
+  timeout 240 "$PY" bench/vs_trl_ppo.py --device cuda --precision fp32 --rounds 1 --steps 4 \
+    --model "$MODEL" --trl-python /tmp/trl-ppo-python \
+    > "$OUT/vs_trl_ppo_cuda.json" 2> "$OUT/vs_trl_ppo_cuda.err" || status=1
+  cat "$OUT/vs_trl_ppo_cuda.json"
+fi
 exit $status

@@ -100,6 +100,7 @@ def run_trl(a: argparse.Namespace) -> None:
 # --- our side (runs in the project's venv) ---
 
 ABLATIONS = ("hf_generate", "unpacked_decode", "mkl_linears", "mkl_grad_linears",
+             "onednn_everywhere", "fresh_training_memory",
              "frozen_in_micro_batches",
              "unshared_prompts", "unfused_adamw", "glibc_malloc", "small_pages", "whole_batch")
 
@@ -128,6 +129,10 @@ def ablate(name: str) -> dict[str, Any]:
     elif name == "unpacked_decode":  # the decode's weights in their plain layout
         training.rollout.decode_linears = (  # type: ignore[attr-defined]
             lambda *models, rows: training.runtime.onednn_linears(*models))
+    elif name == "onednn_everywhere":  # oneDNN for every layer, not only where measured faster
+        training.runtime.onednn_is_faster = lambda i, o: True  # type: ignore[assignment]
+    elif name == "fresh_training_memory":  # PPO's updates map every block over 128 kB afresh
+        training.ppo.TRAINING_REUSE_BYTES = training.runtime.MMAP_THRESHOLD_BYTES  # type: ignore
     elif name == "frozen_in_micro_batches":  # the no-grad passes split as training is
         def training_split(config: Any, state: Any, rollout: Any) -> Any:
             rows = len(rollout.input_ids)
@@ -157,16 +162,12 @@ def ablate(name: str) -> dict[str, Any]:
     return {}
 
 
-def run_ours(a: argparse.Namespace) -> None:
-    sys.path.insert(0, str(ROOT))
-    import training.grpo  # noqa: F401  (ablations patch its names)
-    from training.config import build_config
-    from training.grpo import train
+def cpu_sink() -> Any:
+    """A metrics sink that also keeps the process CPU time between consecutive steps'
+    reports: each step's CPU seconds after the first."""
     from training.metrics import ListSink
 
     class CpuSink(ListSink):
-        """Process CPU time between consecutive steps' reports: one step's CPU seconds."""
-
         def __init__(self) -> None:
             super().__init__()
             self.cpu: list[float] = []
@@ -179,6 +180,14 @@ def run_ours(a: argparse.Namespace) -> None:
             self.last = now
             super().log_metrics(step, metrics)
 
+    return CpuSink()
+
+
+def run_ours(a: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT))
+    import training.grpo  # noqa: F401  (ablations patch its names)
+    from training.config import build_config
+    from training.grpo import train
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "prompts.jsonl"
         rows = [{"prompt": [{"role": "user", "content": "Summarize: " + t}]} for t in TEXTS * 16]
@@ -193,7 +202,7 @@ def run_ours(a: argparse.Namespace) -> None:
             device=a.device, min_new_tokens=64, **overrides,
             # the reference's reward, -abs(200 - chars) / 100
             rewards=[{"type": "length", "target": 200, "weight": 0.01}])
-        sink = CpuSink()
+        sink = cpu_sink()
         train(config, sink=sink)
     metrics = [m for _, m in sink.metrics]
     tokens = [m["completion/length_mean"] * 8 for m in metrics]
@@ -206,18 +215,23 @@ def run_ours(a: argparse.Namespace) -> None:
 
 # --- the comparison ---
 
-def one_run(side: str, a: argparse.Namespace) -> dict[str, Any]:
+def one_run(side: str, a: argparse.Namespace, script: str = __file__,
+            extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One side's run of ``script`` in a fresh process (TRL's venv or ours), with the steady
+    figures worked out from the JSON line it prints."""
     python = a.trl_python if side == "trl" else sys.executable
-    cmd = [python, __file__, "--side", side, "--model", a.model, "--steps", str(a.steps),
+    cmd = [python, script, "--side", side, "--model", a.model, "--steps", str(a.steps),
            "--precision", a.precision, "--baseline", str(a.baseline), "--device", a.device,
-           "--ablate", getattr(a, "ablate", "") or ""]
-    print(f"[vs_trl] {side}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+           "--ablate", getattr(a, "ablate", "") or "", *extra]
+    print(f"[{Path(script).stem}] {side}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     env = os.environ.copy()
     if getattr(a, "ablate", "") == "small_pages":  # torch reads it at its first allocation
         env["THP_MEM_ALLOC_ENABLE"] = "0"
     if a.threads:  # the same for both sides: torch's intra-op threads (OpenMP, MKL, oneDNN)
         env |= {"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    if out.returncode:
+        sys.exit(f"{side} failed ({out.returncode}):\n{out.stderr[-4000:]}")
     line = [x for x in out.stdout.splitlines() if x.startswith('{"side"')][-1]
     run = json.loads(line)
     step_s, tokens = steady(run["step_s"]), steady(run["tokens"])
@@ -225,7 +239,7 @@ def one_run(side: str, a: argparse.Namespace) -> dict[str, Any]:
     run["tokens_per_s"] = statistics.median(t / s for t, s in zip(tokens, step_s, strict=True))
     run["cpu_s_per_token"] = statistics.median(
         c / t for c, t in zip(cpu, tokens[-len(cpu):], strict=True))
-    print(f"[vs_trl] {side}: {run['tokens_per_s']:.1f} tok/s, "
+    print(f"[{Path(script).stem}] {side}: {run['tokens_per_s']:.1f} tok/s, "
           f"{run['cpu_s_per_token']:.4f} CPU s/token, {run['peak_rss_mb']} MB",
           file=sys.stderr, flush=True)
     return run
@@ -243,21 +257,29 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def compare(a: argparse.Namespace) -> None:
-    load_before = os.getloadavg()
+def alternate(a: argparse.Namespace, script: str = __file__, extra: tuple[str, ...] = ()
+              ) -> dict[str, list[dict[str, Any]]]:
+    """``a.rounds`` runs of each side, alternating (TRL, ours, TRL, ours, ...); ``extra``:
+    more options for both."""
     runs: dict[str, list[dict[str, Any]]] = {"trl": [], "ours": []}
     for _ in range(a.rounds):
         for side in ("trl", "ours"):
-            runs[side].append(one_run(side, a))
+            runs[side].append(one_run(side, a, script, extra))
+    return runs
+
+
+def report(bench: str, work: str, a: argparse.Namespace, runs: dict[str, list[dict[str, Any]]],
+           load_before: tuple[float, float, float], split_keys: tuple[str, ...]
+           ) -> dict[str, Any]:
+    """The one JSON line of a comparison: both sides' figures, their ratios, our step's split."""
     trl, ours = summary(runs["trl"]), summary(runs["ours"])
     split = {k: round(statistics.median(statistics.median(steady(r["split_s"][k]))
-                                        for r in runs["ours"]), 3) for k in SPLIT}
+                                        for r in runs["ours"]), 3) for k in split_keys}
     step = sum(split.values()) or 1.0
-    print(json.dumps({
-        "bench": "vs_trl", "precision": a.precision, "device": a.device,
+    return {
+        "bench": bench, "precision": a.precision, "device": a.device,
         "threads": a.threads or os.cpu_count(), "model": Path(a.model).name, "rounds": a.rounds,
-        "steps": a.steps, "work": "1 chat prompt x 8 completions x 64 tokens (forced), "
-                                  "beta 0.04, temperature 0.8, lr 1e-5, seed 0",
+        "steps": a.steps, "work": work,
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "trl": trl, "ours": ours,
@@ -268,11 +290,19 @@ def compare(a: argparse.Namespace) -> None:
                            if ours["peak_gpu_mb"] and trl["peak_gpu_mb"] else None),
         "ours_split_s": split,
         "ours_split_share": {k: round(v / step, 3) for k, v in split.items()},
-    }))
+    }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def compare(a: argparse.Namespace) -> None:
+    load_before = os.getloadavg()
+    runs = alternate(a)
+    print(json.dumps(report("vs_trl", "1 chat prompt x 8 completions x 64 tokens (forced), "
+                            "beta 0.04, temperature 0.8, lr 1e-5, seed 0",
+                            a, runs, load_before, SPLIT)))
+
+
+def common_options(p: argparse.ArgumentParser, *, trl_venv: str) -> None:
+    """The options both comparisons (GRPO, PPO) take."""
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=0,
@@ -281,11 +311,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating")
     p.add_argument("--steps", type=int, default=3, help="steps per run (the first is dropped)")
     p.add_argument("--model", default=str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
-    p.add_argument("--trl-python", default=str(ROOT / "var" / "trl-venv" / "bin" / "python"),
-                   help="the python of TRL's venv (make bench-trl-env)")
+    p.add_argument("--trl-python", default=str(ROOT / "var" / trl_venv / "bin" / "python"),
+                   help=f"the python of TRL's venv (var/{trl_venv})")
     p.add_argument("--baseline", default=str(BASELINE), help="the reference script")
     p.add_argument("--side", choices=["trl", "ours"], help=argparse.SUPPRESS)
     p.add_argument("--ablate", default="", help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_options(p, trl_venv="trl-venv")
     a = p.parse_args()
     if a.side == "trl":
         run_trl(a)

@@ -112,7 +112,7 @@ def test_onednn_linears_give_the_same_outputs_and_are_undone_afterwards():
     ids, mask = _encoded()
     with torch.inference_mode():
         plain = model(input_ids=ids, attention_mask=mask).logits
-        with onednn_linears(model):
+        with onednn_linears(model, only_if_faster=False):
             fast = model(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(plain, fast, atol=1e-4)
     assert all("forward" not in vars(m) for m in model.modules())
@@ -134,12 +134,31 @@ def test_onednn_linears_give_the_same_gradients():
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     plain_loss, plain = loss_and_grads()
-    with onednn_linears(model):
+    with onednn_linears(model, only_if_faster=False):
         fast_loss, fast = loss_and_grads()
     assert torch.allclose(plain_loss, fast_loss, atol=1e-5)
     assert len(plain) == len(fast) and all(g.abs().sum() > 0 for g in plain)
     for a, b in zip(plain, fast, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_onednn_takes_only_the_layers_it_was_measured_faster_for(monkeypatch):
+    """Which kernel is faster depends on the CPU and the layer's shape: each shape is timed
+    once, and only the layers whose shape oneDNN won are switched."""
+    import training.runtime
+
+    model = tiny_model()
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    won = linears[0].weight.shape[::-1]  # (in, out) of one shape
+    monkeypatch.setattr(training.runtime, "onednn_is_faster", lambda i, o: (i, o) == won)
+    with onednn_linears(model):
+        switched = [m for m in linears if "forward" in vars(m)]
+    assert switched and len(switched) < len(linears) or not torch.backends.mkldnn.is_available()
+    assert all((m.in_features, m.out_features) == won for m in switched)
+    monkeypatch.undo()
+    rng = torch.get_rng_state()
+    assert isinstance(training.runtime.onednn_is_faster(8, 9), bool)  # the real probe runs
+    assert torch.equal(torch.get_rng_state(), rng)  # and leaves a run's random stream alone
 
 
 def test_decode_linears_give_the_same_outputs_and_are_undone_afterwards():

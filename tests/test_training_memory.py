@@ -135,6 +135,31 @@ def test_accumulated_gradients_count_only_when_the_step_is_split():
     assert auto_micro_batch(4, (half + 99) / MB, grad_bytes=100, **shape) == 1
 
 
+def test_where_nothing_fits_the_split_needing_least_is_taken_not_one_row():
+    """PPO's two networks: a minibatch of 4 SmolLM2 rows needs about 1.47 GB of activations,
+    over the 1152 MB budget, but every split would hold both networks' 1.08 GB of gradients
+    beside its rows (1 row: 1.44 GB, 2 rows: 1.78 GB): no split saves a tenth, so the one
+    pass is taken, as fast as it gets for the same memory."""
+    from training.config import PPOConfig
+    from training.memory import MB, activation_bytes, auto_micro_batch
+
+    smollm2 = SimpleNamespace(num_hidden_layers=30, hidden_size=576, intermediate_size=1536,
+                              vocab_size=49152)
+    shape = {"model_config": smollm2, "prompt_tokens": 56, "completion_tokens": 64,
+             "group_size": 1, "param_bytes": 4, "checkpointing": False, "trunks": 2}
+    grads = 2 * 134_515_008 * 4
+    budget = PPOConfig().activation_memory_mb
+    assert activation_bytes(rows=4, **shape) > budget * MB
+    one_row = activation_bytes(rows=1, **shape) + grads
+    assert activation_bytes(rows=4, **shape) < 1.1 * one_row
+
+    assert auto_micro_batch(4, budget, grad_bytes=grads, **shape) == 4
+    # with half those gradients one row fits the budget, and is taken
+    assert auto_micro_batch(4, budget, grad_bytes=0.5 * grads, **shape) == 1
+    # with small gradients (LoRA) a split does fit, and the largest fitting one is taken
+    assert auto_micro_batch(4, budget, grad_bytes=10 * MB, **shape) == 2
+
+
 def test_the_inference_estimate_counts_one_layer_every_cache_and_the_head_chunks():
     from training.memory import inference_bytes
 

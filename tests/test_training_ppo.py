@@ -82,6 +82,9 @@ def test_train_logs_every_ppo_metric_at_each_step(tmp_path):
         assert metrics["clip/region"] == pytest.approx(metrics["clip/policy_frac"])
         assert metrics["loss/entropy"] == 0.0  # entropy_coef 0
         assert metrics["perf/tokens_per_s"] > 0 and metrics["perf/peak_mem_mb"] > 0
+        phases = [metrics[f"perf/{p}_s"] for p in ("generate", "reward", "evaluate", "update")]
+        assert all(s > 0 for s in phases)  # the step's split, as GRPO's
+        assert sum(phases) == pytest.approx(metrics["perf/step_s"], rel=0.05)
     first = sink.metrics[0][1]
     assert first["kl/mean"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
     assert first["value/mean"] == 0.0  # the zero-initialised head

@@ -79,6 +79,10 @@ def inference_bytes(model_config: Any, *, rows: int, prompt_tokens: int,
     return one_layer + keys_values + scores + 2 * head_chunk_bytes
 
 
+SPLIT_MIN_SAVING = 0.1
+"""Over the budget, a smaller micro-batch is taken only when it saves more than this share."""
+
+
 def largest_split(total_rows: int, budget_mb: float, estimate: Callable[[int], float]) -> int:
     """The largest divisor of ``total_rows`` whose ``estimate(rows)`` in bytes fits in
     ``budget_mb`` (at least 1 row)."""
@@ -88,11 +92,20 @@ def largest_split(total_rows: int, budget_mb: float, estimate: Callable[[int], f
 
 def auto_micro_batch(total_rows: int, budget_mb: float, *, grad_bytes: float = 0.0,
                      **shape: Any) -> int:
-    """The largest divisor of ``total_rows`` whose memory fits in ``budget_mb`` (at least 1
-    row): its activations, plus ``grad_bytes`` (the trainable parameters' gradients) when
-    the step takes more than one micro-batch, since the gradients accumulated so far are
-    then held beside each later micro-batch's activations (with one micro-batch they appear
-    only as the backward frees the activations). ``shape`` as :func:`activation_bytes` takes
-    it, without ``rows``."""
-    return largest_split(total_rows, budget_mb, lambda rows: activation_bytes(
-        rows=rows, **shape) + (grad_bytes if rows < total_rows else 0.0))
+    """The largest divisor of ``total_rows`` whose transient memory fits in ``budget_mb``;
+    where none fits, the largest needing at most ``SPLIT_MIN_SAVING`` more than the least
+    (estimates are not that exact, and a smaller split costs time). A split holds the
+    gradients accumulated so far (``grad_bytes``, the trainable parameters') beside each
+    later micro-batch's activations; one pass holds the larger of the two, since its
+    gradients appear as the backward frees the activations. So where the gradients outweigh
+    what a split saves (PPO: two networks' gradients against a few rows' activations) one
+    pass is about the smallest and the fastest, and one-row splits would only cost time.
+    ``shape`` as :func:`activation_bytes` takes it, without ``rows``."""
+    def transient(rows: int) -> float:
+        activations = activation_bytes(rows=rows, **shape)
+        return activations + grad_bytes if rows < total_rows else max(activations, grad_bytes)
+
+    divisors = [d for d in range(total_rows, 0, -1) if total_rows % d == 0]
+    least = min(transient(rows) for rows in divisors)
+    limit = max(budget_mb * MB, least * (1 + SPLIT_MIN_SAVING))
+    return next(rows for rows in divisors if transient(rows) <= limit)

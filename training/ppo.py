@@ -74,7 +74,13 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import adamw, onednn_linears
+from training.runtime import (
+    TRAINING_REUSE_BYTES,
+    Stopwatch,
+    adamw,
+    onednn_linears,
+    reuse_freed_memory,
+)
 
 
 class AdaptiveKLController:
@@ -155,19 +161,24 @@ def setup_run(config: PPOConfig, resume_from: str | None) -> tuple[_PPOState, in
 
 def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool]
              ) -> tuple[dict[str, float], list[SampleRecord]] | None:
-    """One rollout and its updates; None when generation was interrupted by ``should_stop``."""
+    """One rollout and its updates; None when generation was interrupted by ``should_stop``.
+    ``perf/<phase>_s`` metrics split the step's wall time (generate, reward, evaluate: old
+    log-probs, values and reference log-probs; update: every epoch's passes and steps)."""
     started = time.perf_counter()
+    clock = Stopwatch(state.device)
     # --- rollout ---
     picked, rollout = sample_rollout(config, state, 1, should_stop)
     if rollout.stopped:
         return None
-    generate_s = time.perf_counter() - started
+    clock.lap("generate")
     # --- rewards ---
     prompts = [prompt_text(r["prompt"]) for r in picked]
     rewards, per_source = score(config.rewards, state.source_names, prompts,
                                 rollout.completions, picked, scorers=state.scorers)
+    clock.lap("reward")
     # --- old log-probs, reference log-probs and values (no gradient) ---
     frozen = _evaluate_rollout(config, state, rollout)
+    clock.lap("evaluate")
     # --- advantages ---
     mask = rollout.action_mask.float()  # (B, T)
     token_rewards = _token_rewards(rewards.to(state.device), frozen, mask, state.kl_coef)
@@ -176,13 +187,17 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
     if config.whiten_advantages:
         advantages = whiten(advantages, mask)
     # --- update ---
-    with onednn_linears(state.policy, state.critic):
+    # the heap serves the blocks under 2 MB again: 20% faster updates for 12% more peak (two
+    # networks' weights, gradients and Adam state set the peak; GRPO's, lower, stays fresh)
+    with onednn_linears(state.policy, state.critic), reuse_freed_memory(TRAINING_REUSE_BYTES):
         metrics |= _update(config, state, rollout, frozen, advantages, returns)
+    clock.lap("update")
     if state.kl_controller is not None and "kl/mean" in metrics:
         state.kl_coef = state.kl_controller.update(metrics["kl/mean"], config.prompts_per_step)
     # --- log ---
     step_s = time.perf_counter() - started
-    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, generate_s)
+    metrics |= step_metrics(state, rollout, rewards, per_source, step_s,
+                            clock.seconds["generate"]) | clock.metrics()
     sequence_advantages = (advantages * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B,)
     samples = sample_records(prompts, rollout, rewards, per_source, sequence_advantages.cpu(),
                              config.samples_per_step)

@@ -109,23 +109,27 @@ def _glibc() -> Any:
     return libc
 
 
-# The largest block the heap serves while reusing freed memory (glibc's own ceiling for its
-# adjusted threshold): a decode step's logits and temporaries, far below it, are reused.
+# The largest block the heap serves while a decode loop reuses freed memory (glibc's own
+# ceiling for its adjusted threshold): a decode step's logits and temporaries, far below it.
 REUSE_THRESHOLD_BYTES = 32 * 2**20
+# ... and while training passes do: blocks from 2 MB up are mapped in transparent huge pages
+# (THP_MEM_ALLOC_ENABLE), one fault per 2 MB, so only the smaller ones need the heap.
+TRAINING_REUSE_BYTES = 2 * 2**20
 
 
 @contextlib.contextmanager
-def reuse_freed_memory() -> Iterator[None]:
-    """Inside, when :func:`return_freed_memory_to_the_os` is in force: blocks under 32 MB
-    come from the heap again, so a loop that allocates and frees the same temporaries each
-    iteration (a decode step's logits, probabilities and their sums, 1.5 MB each for 8 rows
-    of SmolLM2) reuses them instead of mapping fresh pages, and paying a page fault per 4 kB,
-    at every token. On the way out the threshold goes back and the heap's free memory is
-    returned to the system (``malloc_trim``). Elsewhere nothing changes."""
+def reuse_freed_memory(below: int = REUSE_THRESHOLD_BYTES) -> Iterator[None]:
+    """Inside, when :func:`return_freed_memory_to_the_os` is in force: blocks under ``below``
+    bytes come from the heap again, so a loop that allocates and frees the same temporaries
+    each iteration (a decode step's logits, probabilities and their sums, 1.5 MB each for 8
+    rows of SmolLM2; a training pass's per-layer activations and their gradients) reuses them
+    instead of mapping fresh pages, and paying a page fault per 4 kB, every time. On the way
+    out the threshold goes back and the heap's free memory is returned to the system
+    (``malloc_trim``). Elsewhere nothing changes."""
     libc, active = _glibc(), _threshold_fixed
     if active:
-        libc.mallopt(M_MMAP_THRESHOLD, REUSE_THRESHOLD_BYTES)
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * REUSE_THRESHOLD_BYTES)
+        libc.mallopt(M_MMAP_THRESHOLD, below)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * below)
     try:
         yield
     finally:
@@ -223,16 +227,49 @@ def _forwards(patches: list[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
             del module.forward
 
 
+PROBE_FLOPS = 2**29  # per probe product: ~20 ms on one core; rows are cut to stay under
+PROBE_MARGIN = 0.9  # oneDNN is taken where it needs at most this share of BLAS's time
+
+
+@functools.cache
+def onednn_is_faster(in_features: int, out_features: int) -> bool:
+    """Whether oneDNN multiplies an fp32 batch by an (out, in) weight clearly faster than
+    torch's default BLAS on this machine: timed once per shape and process, best of five
+    each, interleaved, on up to 512 rows (a micro-batch's few sequences; fewer for layers so
+    wide that 512 would take long). Which is faster depends on the CPU and the shape: on an
+    AMD Zen 4 (AVX-512) oneDNN was 15-25% faster for whole sequences, MKL taking a slow path;
+    on an AVX2 EPYC MKL was faster for the MLP's layers and oneDNN for attention's square
+    ones and the LM head."""
+    rows = max(16, min(512, PROBE_FLOPS // (2 * in_features * out_features)))
+    local = torch.Generator().manual_seed(0)  # the run's own random stream stays untouched
+    x = torch.randn(rows, in_features, generator=local)
+    weight = torch.randn(out_features, in_features, generator=local)
+    kernels = {"blas": lambda: torch.nn.functional.linear(x, weight),
+               "onednn": lambda: _onednn_mm(x, weight)}
+    best = dict.fromkeys(kernels, float("inf"))
+    with torch.no_grad():
+        for round_ in range(6):  # the first round warms both up and is not counted
+            for name, kernel in kernels.items():
+                started = time.perf_counter()
+                kernel()
+                if round_:
+                    best[name] = min(best[name], time.perf_counter() - started)
+    return best["onednn"] <= PROBE_MARGIN * best["blas"]
+
+
 @contextlib.contextmanager
-def onednn_linears(*models: Any) -> Iterator[None]:
+def onednn_linears(*models: Any, only_if_faster: bool = True) -> Iterator[None]:
     """While inside, the models' fp32 ``Linear`` layers on the CPU multiply through oneDNN
-    rather than torch's default BLAS (MKL), with or without gradient. The same float32
-    arithmetic, but measured on this project's AMD CPU (one thread): 2-3x faster for the
-    few-row products of a decode step in cache, 15-25% faster for a whole sequence, and for
-    the LM head over 512 tokens 1.7x (forward) and 1.3x (backward) faster; MKL takes a slow
-    path on this CPU. Elsewhere (CUDA, bf16, no oneDNN) this does nothing."""
-    with _forwards([(m, functools.partial(_onednn_linear, m))
-                    for m in _cpu_fp32_linears(models)]):
+    rather than torch's default BLAS (MKL), with or without gradient: the same float32
+    arithmetic, other kernels. Only the layers whose shape :func:`onednn_is_faster` measured
+    faster on this machine are switched (``only_if_faster=False``: all, for tests). On the
+    AMD Zen 4 that was all of them (one thread): 2-3x faster for the few-row products of a
+    decode step in cache, 15-25% faster for a whole sequence, and for the LM head over 512
+    tokens 1.7x (forward) and 1.3x (backward). Elsewhere (CUDA, bf16, no oneDNN) this does
+    nothing."""
+    linears = [m for m in _cpu_fp32_linears(models)
+               if not only_if_faster or onednn_is_faster(m.in_features, m.out_features)]
+    with _forwards([(m, functools.partial(_onednn_linear, m)) for m in linears]):
         yield
 
 
