@@ -318,20 +318,26 @@ def common_options(p: argparse.ArgumentParser, *, trl_venv: str) -> None:
     p.add_argument("--ablate", default="", help=argparse.SUPPRESS)
 
 
+def dispatch(a: argparse.Namespace, sides: dict[str, Any], compare: Any,
+             needs: tuple[tuple[str, str], ...]) -> None:
+    """Run one side (``--side``), or check what the comparison ``needs`` (path, hint) and
+    run it."""
+    if a.side:
+        sides[a.side](a)
+        return
+    for path, hint in needs:
+        if not Path(path).exists():
+            sys.exit(f"{path} is missing: {hint}")
+    compare(a)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common_options(p, trl_venv="trl-venv")
     a = p.parse_args()
-    if a.side == "trl":
-        run_trl(a)
-    elif a.side == "ours":
-        run_ours(a)
-    else:
-        for path, hint in ((a.trl_python, "run `make bench-trl-env`"),
-                           (a.baseline, "it is the reference side, in shared/bench/")):
-            if not Path(path).exists():
-                sys.exit(f"{path} is missing: {hint}")
-        compare(a)
+    dispatch(a, {"trl": run_trl, "ours": run_ours}, compare,
+             ((a.trl_python, "run `make bench-trl-env`"),
+              (a.baseline, "it is the reference side, in shared/bench/")))
 
 
 if __name__ == "__main__":

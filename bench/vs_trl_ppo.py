@@ -35,6 +35,7 @@ from bench.vs_trl import (  # noqa: E402  (stdlib-only at import: TRL's venv loa
     TEXTS,
     alternate,
     common_options,
+    dispatch,
     peak_gpu_mb,
     peak_rss_mb,
     report,
@@ -183,19 +184,17 @@ def main() -> None:
     common_options(p, trl_venv="trl-ppo-venv")
     p.add_argument("--reward-model", help=argparse.SUPPRESS)  # written by the comparison
     a = p.parse_args()
-    if a.side == "trl":
-        run_trl(a)
-    elif a.side == "ours":
-        run_ours(a)
-    else:
-        if not Path(a.trl_python).exists():
-            sys.exit(f"{a.trl_python} is missing: run `make bench-trl-ppo-env`")
-        load_before = os.getloadavg()
-        with tempfile.TemporaryDirectory() as tmp:
-            a.reward_model = str(Path(tmp) / "reward-model")
-            write_reward_model(a.model, Path(a.reward_model))
-            runs = alternate(a, __file__, ("--reward-model", a.reward_model))
-        print(json.dumps(report("vs_trl_ppo", WORK, a, runs, load_before, SPLIT)))
+    dispatch(a, {"trl": run_trl, "ours": run_ours}, compare,
+             ((a.trl_python, "run `make bench-trl-ppo-env`"),))
+
+
+def compare(a: argparse.Namespace) -> None:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        a.reward_model = str(Path(tmp) / "reward-model")
+        write_reward_model(a.model, Path(a.reward_model))
+        runs = alternate(a, __file__, ("--reward-model", a.reward_model))
+    print(json.dumps(report("vs_trl_ppo", WORK, a, runs, load_before, SPLIT)))
 
 
 if __name__ == "__main__":
