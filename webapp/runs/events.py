@@ -51,8 +51,10 @@ def stream_exists(run_id: int) -> bool:
     return bool(client().exists(stream_key(run_id)))
 
 
-def read(run_id: int, after_id: str, block_ms: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """Entries after ``after_id``, waiting up to ``block_ms`` for the first: (id, type, data)."""
+def read(run_id: int, after_id: str, block_ms: int | None
+         ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Entries after ``after_id``, waiting up to ``block_ms`` for the first (``None``: not at
+    all; Redis reads 0 as for ever): (id, type, data)."""
     found: Any = client().xread({stream_key(run_id): after_id}, block=block_ms, count=200)
     for _key, entries in found or []:
         for entry_id, fields in entries:
@@ -80,7 +82,7 @@ async def astream_exists(run_id: int) -> bool:
     return bool(await aclient().exists(stream_key(run_id)))
 
 
-async def aread(run_id: int, after_id: str, block_ms: int
+async def aread(run_id: int, after_id: str, block_ms: int | None
                 ) -> list[tuple[str, str, dict[str, Any]]]:
     """As :func:`read`, awaited."""
     found: Any = await aclient().xread({stream_key(run_id): after_id}, block=block_ms, count=200)

@@ -50,26 +50,41 @@ def _end_data(run: Run) -> dict[str, Any]:
     return {"status": run.status, "error": run.error[:2000], "stop_reason": run.stop_reason}
 
 
-def _replay_from_db(run: Run, after_step: int) -> Iterator[str]:
+def _replay_from_db(run: Run, after_step: int) -> tuple[list[str], int]:
+    """The stored steps after ``after_step`` as events, and the last step among them."""
     steps: dict[int, dict[str, float]] = {}
     for step, key, value in (Metric.objects.filter(run=run, step__gt=after_step)
                              .order_by("step").values_list("step", "key", "value")):
         steps.setdefault(step, {})[key] = value
-    for step, metrics in steps.items():
-        yield _event(f"db-{step}", "step", {"step": step, "metrics": metrics})
+    replayed = [_event(f"db-{step}", "step", {"step": step, "metrics": metrics})
+                for step, metrics in steps.items()]
+    return replayed, max(steps, default=after_step)
 
 
 def _db_after(last_id: str) -> int:
     return int(last_id[3:]) if last_id.startswith("db-") and last_id[3:].isdigit() else 0
 
 
-def _replay_and_status(run: Run, last_id: str) -> tuple[list[str], bool]:
-    """The replayed events, and whether the run has ended (then they close the stream)."""
-    out = list(_replay_from_db(run, _db_after(last_id)))
+def _replay_and_status(run: Run, last_id: str) -> tuple[list[str], bool, int]:
+    """The replayed events, whether the run has ended (then they close the stream), and the
+    last step replayed (the live stream's copies of it and earlier ones are then skipped).
+
+    The status is read before the steps: a worker stores a step before it publishes it and
+    all steps before it ends the run, so an ended run read first has every step stored. Read
+    the other way round, a run that stored its last steps and ended between the two reads
+    replayed an end with no steps before it."""
     run.refresh_from_db()
-    if run.is_terminal:
+    ended = run.is_terminal
+    out, through = _replay_from_db(run, _db_after(last_id))
+    if ended:
         out.append(_event("db-end", "end", _end_data(run)))
-    return out, run.is_terminal
+    return out, ended, through
+
+
+def _replayed_already(kind: str, data: dict[str, Any], through: int) -> bool:
+    """A live step the replay from the database already sent (the stream was created while
+    the replay read the database)."""
+    return kind == "step" and isinstance(data.get("step"), int) and data["step"] <= through
 
 
 def _ended(run: Run) -> dict[str, Any] | None:
@@ -87,26 +102,34 @@ def _release_database() -> None:
 def event_stream(run: Run, last_id: str) -> Iterator[str]:
     """The blocking stream (WSGI): one thread per viewer."""
     yield "retry: 2000\n\n"
+    through = 0
     if last_id.startswith("db-") or not events.stream_exists(run.pk):
-        replayed, ended = _replay_and_status(run, last_id)
+        replayed, ended, through = _replay_and_status(run, last_id)
         yield from replayed
         if ended:
             return
         last_id = "0-0"
     block_ms = settings.SSE_KEEPALIVE_S * 1000
+    ending: dict[str, Any] | None = None  # the end as the database has it: drain, then send
     while True:
         _release_database()
-        got_any = False
-        for entry_id, kind, data in events.read(run.pk, last_id, block_ms):
-            got_any, last_id = True, entry_id
+        entries = list(events.read(run.pk, last_id, None if ending else block_ms))
+        for entry_id, kind, data in entries:
+            last_id = entry_id
+            if _replayed_already(kind, data, through):
+                continue
             yield _event(entry_id, kind, data)
             if kind == "end":
                 return
-        if not got_any:
-            end = _ended(run)
-            if end is not None:  # ended without an end event reaching the stream
-                yield _event(last_id, "end", end)
-                return
+        if entries:
+            continue
+        if ending is not None:  # ended without an end event reaching the stream
+            yield _event(last_id, "end", ending)
+            return
+        # A quiet wait: has the run ended? If so, what was published between the wait and
+        # this read comes first (the next, non-blocking read), then the end.
+        ending = _ended(run)
+        if ending is None:
             yield ": keep-alive\n\n"
 
 
@@ -127,26 +150,32 @@ async def aevent_stream(run: Run, last_id: str) -> AsyncIterator[str]:
     coroutine, and the database is only asked (in Django's sync thread) on replays and
     after a quiet keep-alive period."""
     yield "retry: 2000\n\n"
+    through = 0
     if last_id.startswith("db-") or not await events.astream_exists(run.pk):
-        replayed, ended = await _in_pool(_replay_and_status, run, last_id)
+        replayed, ended, through = await _in_pool(_replay_and_status, run, last_id)
         for event in replayed:
             yield event
         if ended:
             return
         last_id = "0-0"
     block_ms = settings.SSE_KEEPALIVE_S * 1000
+    ending: dict[str, Any] | None = None
     while True:
-        got_any = False
-        for entry_id, kind, data in await events.aread(run.pk, last_id, block_ms):
-            got_any, last_id = True, entry_id
+        entries = await events.aread(run.pk, last_id, None if ending else block_ms)
+        for entry_id, kind, data in entries:
+            last_id = entry_id
+            if _replayed_already(kind, data, through):
+                continue
             yield _event(entry_id, kind, data)
             if kind == "end":
                 return
-        if not got_any:
-            end = await _in_pool(_ended, run)
-            if end is not None:
-                yield _event(last_id, "end", end)
-                return
+        if entries:
+            continue
+        if ending is not None:
+            yield _event(last_id, "end", ending)
+            return
+        ending = await _in_pool(_ended, run)
+        if ending is None:
             yield ": keep-alive\n\n"
 
 
