@@ -204,13 +204,19 @@ def run_ours(a: argparse.Namespace) -> None:
             rewards=[{"type": "length", "target": 200, "weight": 0.01}])
         sink = cpu_sink()
         train(config, sink=sink)
+    print(json.dumps(ours_result(sink, 8, SPLIT)))
+
+
+def ours_result(sink: Any, rows: int, split: tuple[str, ...]) -> dict[str, Any]:
+    """Our side's line, from the steps' metrics in ``sink`` (:func:`cpu_sink`): ``rows``
+    completions a step, ``split`` the phases of ``perf/<phase>_s``."""
     metrics = [m for _, m in sink.metrics]
-    tokens = [m["completion/length_mean"] * 8 for m in metrics]
-    print(json.dumps({
+    return {
         "side": "ours", "step_s": [m["perf/step_s"] for m in metrics], "cpu_s": sink.cpu,
-        "tokens": tokens, "peak_rss_mb": round(peak_rss_mb()), "peak_gpu_mb": peak_gpu_mb(),
-        "split_s": {k: [m.get(f"perf/{k}_s", 0.0) for m in metrics] for k in SPLIT},
-    }))
+        "tokens": [m["completion/length_mean"] * rows for m in metrics],
+        "peak_rss_mb": round(peak_rss_mb()), "peak_gpu_mb": peak_gpu_mb(),
+        "split_s": {k: [m.get(f"perf/{k}_s", 0.0) for m in metrics] for k in split},
+    }
 
 
 # --- the comparison ---

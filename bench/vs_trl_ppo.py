@@ -153,7 +153,7 @@ def run_trl(a: argparse.Namespace) -> None:
 # --- our side (runs in the project's venv) ---
 
 def run_ours(a: argparse.Namespace) -> None:
-    from bench.vs_trl import cpu_sink
+    from bench.vs_trl import cpu_sink, ours_result
     from training.config import build_config
     from training.ppo import train
 
@@ -170,13 +170,7 @@ def run_ours(a: argparse.Namespace) -> None:
             rewards=[{"type": "reward_model", "model": "bench", "path": a.reward_model}])
         sink = cpu_sink()
         train(config, sink=sink)
-    metrics = [m for _, m in sink.metrics]
-    print(json.dumps({
-        "side": "ours", "step_s": [m["perf/step_s"] for m in metrics], "cpu_s": sink.cpu,
-        "tokens": [m["completion/length_mean"] * PROMPTS_PER_STEP for m in metrics],
-        "peak_rss_mb": round(peak_rss_mb()), "peak_gpu_mb": peak_gpu_mb(),
-        "split_s": {k: [m.get(f"perf/{k}_s", 0.0) for m in metrics] for k in SPLIT},
-    }))
+    print(json.dumps(ours_result(sink, PROMPTS_PER_STEP, SPLIT)))
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from training.modelhub import load_causal_lm
 from training.rewards import RewardScorer
 from training.rollout import Rollout, completion_logprobs, generate, render_prompt
 from training.runtime import (
+    Stopwatch,
     onednn_linears,
     peak_memory_mb,
     resolve_device,
@@ -252,9 +253,10 @@ def frozen_logprobs(config: RolloutConfig, state: State, rollout: Rollout,
 # --- log ---
 
 def step_metrics(state: State, rollout: Rollout, rewards: torch.Tensor,
-                 per_source: dict[str, torch.Tensor], step_s: float, generate_s: float
+                 per_source: dict[str, torch.Tensor], step_s: float, clock: Stopwatch
                  ) -> dict[str, float]:
-    """``reward/*``, ``completion/*`` and ``perf/*`` of a step; adds to the run's totals."""
+    """``reward/*``, ``completion/*`` and ``perf/*`` of a step (``clock``'s phases among them:
+    ``perf/generate_s``, ...); adds to the run's totals."""
     lengths = rollout.completion_lengths.float()
     chars = torch.tensor([len(c) for c in rollout.completions], dtype=torch.float32)
     tokens = int(lengths.sum())
@@ -269,7 +271,7 @@ def step_metrics(state: State, rollout: Rollout, rewards: torch.Tensor,
         "completion/chars_mean": chars.mean().item(),
         "completion/truncated_frac": rollout.truncated.float().mean().item(),
         "perf/step_s": step_s,
-        "perf/generate_s": generate_s,
+        **clock.metrics(),
         "perf/tokens_per_s": tokens / step_s if step_s > 0 else 0.0,
         "perf/peak_mem_mb": peak_memory_mb(state.device),
         "perf/elapsed_s": state.elapsed_s,

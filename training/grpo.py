@@ -119,9 +119,7 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
                            old_logprobs, clock)
     # --- log ---
     step_s = time.perf_counter() - started
-    metrics |= clock.metrics()
-    metrics |= step_metrics(state, rollout, rewards, per_source, step_s,
-                            clock.seconds["generate"])
+    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, clock)
     samples = sample_records(prompts, rollout, rewards, per_source, advantages,
                              config.samples_per_step)
     return metrics, samples

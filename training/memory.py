@@ -85,16 +85,17 @@ SPLIT_MIN_SAVING = 0.1
 
 def largest_split(total_rows: int, budget_mb: float, estimate: Callable[[int], float]) -> int:
     """The largest divisor of ``total_rows`` whose ``estimate(rows)`` in bytes fits in
-    ``budget_mb`` (at least 1 row)."""
+    ``budget_mb``; where none fits, the largest needing at most ``SPLIT_MIN_SAVING`` more
+    than the least (estimates are not that exact, and a smaller split costs time)."""
     divisors = [d for d in range(total_rows, 0, -1) if total_rows % d == 0]
-    return next((rows for rows in divisors if estimate(rows) <= budget_mb * MB), 1)
+    least = min(estimate(rows) for rows in divisors)
+    limit = max(budget_mb * MB, least * (1 + SPLIT_MIN_SAVING))
+    return next(rows for rows in divisors if estimate(rows) <= limit)
 
 
 def auto_micro_batch(total_rows: int, budget_mb: float, *, grad_bytes: float = 0.0,
                      **shape: Any) -> int:
-    """The largest divisor of ``total_rows`` whose transient memory fits in ``budget_mb``;
-    where none fits, the largest needing at most ``SPLIT_MIN_SAVING`` more than the least
-    (estimates are not that exact, and a smaller split costs time). A split holds the
+    """:func:`largest_split` of ``total_rows`` by transient memory. A split holds the
     gradients accumulated so far (``grad_bytes``, the trainable parameters') beside each
     later micro-batch's activations; one pass holds the larger of the two, since its
     gradients appear as the backward frees the activations. So where the gradients outweigh
@@ -105,7 +106,4 @@ def auto_micro_batch(total_rows: int, budget_mb: float, *, grad_bytes: float = 0
         activations = activation_bytes(rows=rows, **shape)
         return activations + grad_bytes if rows < total_rows else max(activations, grad_bytes)
 
-    divisors = [d for d in range(total_rows, 0, -1) if total_rows % d == 0]
-    least = min(transient(rows) for rows in divisors)
-    limit = max(budget_mb * MB, least * (1 + SPLIT_MIN_SAVING))
-    return next(rows for rows in divisors if transient(rows) <= limit)
+    return largest_split(total_rows, budget_mb, transient)

@@ -196,8 +196,7 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
         state.kl_coef = state.kl_controller.update(metrics["kl/mean"], config.prompts_per_step)
     # --- log ---
     step_s = time.perf_counter() - started
-    metrics |= step_metrics(state, rollout, rewards, per_source, step_s,
-                            clock.seconds["generate"]) | clock.metrics()
+    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, clock)
     sequence_advantages = (advantages * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B,)
     samples = sample_records(prompts, rollout, rewards, per_source, sequence_advantages.cpu(),
                              config.samples_per_step)

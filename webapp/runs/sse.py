@@ -81,12 +81,6 @@ def _replay_and_status(run: Run, last_id: str) -> tuple[list[str], bool, int]:
     return out, ended, through
 
 
-def _replayed_already(kind: str, data: dict[str, Any], through: int) -> bool:
-    """A live step the replay from the database already sent (the stream was created while
-    the replay read the database)."""
-    return kind == "step" and isinstance(data.get("step"), int) and data["step"] <= through
-
-
 def _ended(run: Run) -> dict[str, Any] | None:
     run.refresh_from_db()
     return _end_data(run) if run.is_terminal else None
@@ -99,6 +93,46 @@ def _release_database() -> None:
         connection.close()
 
 
+class _Follow:
+    """What a viewer's live stream has read so far, and what the entries read next become;
+    the blocking and the async streams share it and only do the reads.
+
+    After a quiet wait the stream asks the database whether the run has ended (an end event
+    may never reach Redis). If it has, the entries published between the wait and that
+    answer are read first (without waiting), then the end is sent."""
+
+    def __init__(self, last_id: str, replayed_through: int):
+        self.last_id = last_id
+        self.through = replayed_through  # steps up to it came from the database already
+        self.ending: dict[str, Any] | None = None  # the end as the database has it
+        self.done = False
+
+    def block_ms(self) -> int | None:
+        return None if self.ending is not None else settings.SSE_KEEPALIVE_S * 1000
+
+    def take(self, entries: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+        """The events for ``entries`` read after :attr:`last_id`; :attr:`done` after the end."""
+        out = []
+        for entry_id, kind, data in entries:
+            self.last_id = entry_id
+            if kind == "step" and isinstance(data.get("step"), int) and (
+                    data["step"] <= self.through):
+                continue  # the replay sent it (the stream appeared while it read)
+            out.append(_event(entry_id, kind, data))
+            if kind == "end":
+                self.done = True
+                return out
+        if not entries and self.ending is not None:
+            out.append(_event(self.last_id, "end", self.ending))
+            self.done = True
+        return out
+
+    def quiet(self, ending: dict[str, Any] | None) -> list[str]:
+        """After a wait that read nothing: the database's answer whether the run ended."""
+        self.ending = ending
+        return [": keep-alive\n\n"] if ending is None else []
+
+
 def event_stream(run: Run, last_id: str) -> Iterator[str]:
     """The blocking stream (WSGI): one thread per viewer."""
     yield "retry: 2000\n\n"
@@ -109,28 +143,13 @@ def event_stream(run: Run, last_id: str) -> Iterator[str]:
         if ended:
             return
         last_id = "0-0"
-    block_ms = settings.SSE_KEEPALIVE_S * 1000
-    ending: dict[str, Any] | None = None  # the end as the database has it: drain, then send
-    while True:
+    follow = _Follow(last_id, through)
+    while not follow.done:
         _release_database()
-        entries = list(events.read(run.pk, last_id, None if ending else block_ms))
-        for entry_id, kind, data in entries:
-            last_id = entry_id
-            if _replayed_already(kind, data, through):
-                continue
-            yield _event(entry_id, kind, data)
-            if kind == "end":
-                return
-        if entries:
-            continue
-        if ending is not None:  # ended without an end event reaching the stream
-            yield _event(last_id, "end", ending)
-            return
-        # A quiet wait: has the run ended? If so, what was published between the wait and
-        # this read comes first (the next, non-blocking read), then the end.
-        ending = _ended(run)
-        if ending is None:
-            yield ": keep-alive\n\n"
+        entries = list(events.read(run.pk, follow.last_id, follow.block_ms()))
+        yield from follow.take(entries)
+        if not entries and not follow.done:
+            yield from follow.quiet(_ended(run))
 
 
 async def _in_pool(fn: Any, *args: Any) -> Any:
@@ -158,25 +177,14 @@ async def aevent_stream(run: Run, last_id: str) -> AsyncIterator[str]:
         if ended:
             return
         last_id = "0-0"
-    block_ms = settings.SSE_KEEPALIVE_S * 1000
-    ending: dict[str, Any] | None = None
-    while True:
-        entries = await events.aread(run.pk, last_id, None if ending else block_ms)
-        for entry_id, kind, data in entries:
-            last_id = entry_id
-            if _replayed_already(kind, data, through):
-                continue
-            yield _event(entry_id, kind, data)
-            if kind == "end":
-                return
-        if entries:
-            continue
-        if ending is not None:
-            yield _event(last_id, "end", ending)
-            return
-        ending = await _in_pool(_ended, run)
-        if ending is None:
-            yield ": keep-alive\n\n"
+    follow = _Follow(last_id, through)
+    while not follow.done:
+        entries = await events.aread(run.pk, follow.last_id, follow.block_ms())
+        for event in follow.take(entries):
+            yield event
+        if not entries and not follow.done:
+            for event in follow.quiet(await _in_pool(_ended, run)):
+                yield event
 
 
 def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
