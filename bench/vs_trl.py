@@ -100,6 +100,7 @@ def run_trl(a: argparse.Namespace) -> None:
 # --- our side (runs in the project's venv) ---
 
 ABLATIONS = ("hf_generate", "unpacked_decode", "mkl_linears", "mkl_grad_linears",
+             "autograd_accumulation",
              "onednn_everywhere", "fresh_training_memory",
              "frozen_in_micro_batches",
              "unshared_prompts", "unfused_adamw", "glibc_malloc", "small_pages", "whole_batch")
@@ -121,11 +122,21 @@ def ablate(name: str) -> dict[str, Any]:
     if name == "hf_generate":  # HF generate instead of our decode loop
         training.rollout.decoder_and_head = lambda model: None  # type: ignore[assignment]
     elif name in ("mkl_linears", "mkl_grad_linears"):  # torch's default BLAS (MKL)
-        off = lambda *models: contextlib.nullcontext()  # noqa: E731
-        sys.modules["training.grpo"].onednn_linears = off  # type: ignore[attr-defined]
+        from unittest import mock
+
+        @contextlib.contextmanager
+        def blas_training_layers(*models: Any) -> Any:
+            with mock.patch.object(training.runtime, "onednn_is_faster", lambda i, o: False), \
+                    training.runtime.training_layers(*models):
+                yield
+        sys.modules["training.grpo"].training_layers = blas_training_layers  # type: ignore
         if name == "mkl_linears":  # for the passes without gradient too
+            off = lambda *models: contextlib.nullcontext()  # noqa: E731
             training.engine.onednn_linears = off  # type: ignore[attr-defined]
             training.rollout.decode_linears = lambda *m, rows: contextlib.nullcontext()  # type: ignore
+    elif name == "autograd_accumulation":  # weight gradients fresh, added by AccumulateGrad
+        sys.modules["training.grpo"].training_layers = training.runtime.onednn_linears  # type: ignore
+        training.ppo.training_layers = training.runtime.onednn_linears  # type: ignore
     elif name == "unpacked_decode":  # the decode's weights in their plain layout
         training.rollout.decode_linears = (  # type: ignore[attr-defined]
             lambda *models, rows: training.runtime.onednn_linears(*models))

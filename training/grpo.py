@@ -49,7 +49,7 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import Stopwatch, adamw, onednn_linears
+from training.runtime import Stopwatch, adamw, training_layers
 
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
 
@@ -114,7 +114,7 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     clock.lap("reference")
     # --- update ---
     weights = token_weights(rollout.action_mask, config.loss_type, config.max_new_tokens)
-    with onednn_linears(state.policy):
+    with training_layers(state.policy):
         metrics |= _update(config, state, rollout, parts, advantages, weights, ref_logprobs,
                            old_logprobs, clock)
     # --- log ---

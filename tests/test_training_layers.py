@@ -1,0 +1,105 @@
+"""The training passes' layers (``training_layers``) add each weight gradient straight into
+``.grad``: the gradients are autograd's own, over several micro-batches, in one tensor per
+weight that is added to in place (tiny-llama and a small hand-made model, CPU)."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import training.runtime
+from tests.training_helpers import TINY_LLAMA, one_torch_thread, tiny_tokenizer
+from training.modelhub import load_causal_lm
+from training.runtime import training_layers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(params=["blas", "onednn"])
+def kernel(request, monkeypatch):
+    """Both forward kernels of a trained fp32 Linear: torch's BLAS, and oneDNN (where this
+    torch has it; the choice is otherwise a per-shape probe's)."""
+    if request.param == "onednn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setattr(training.runtime, "onednn_is_faster",
+                        lambda i, o: request.param == "onednn")
+    return request.param
+
+
+def _grads_over_micro_batches(model, batches, loss_fn, layers):
+    """Loss of each micro-batch backward in turn (gradients summed in ``.grad``), under
+    ``layers``; the gradients, each one's storage after each micro-batch, and the bytes the
+    last backward allocated (torch's profiler: the positive balance of each op)."""
+    model.zero_grad(set_to_none=True)
+    storage = []
+    with layers:
+        for batch in batches:
+            loss = loss_fn(model, batch)
+            with torch.profiler.profile(profile_memory=True) as profiler:
+                loss.backward()
+            storage.append({n: p.grad.data_ptr() for n, p in model.named_parameters()
+                            if p.grad is not None})
+    allocated = sum(max(0, e.self_cpu_memory_usage) for e in profiler.events())
+    return {n: p.grad for n, p in model.named_parameters()}, storage, allocated
+
+
+def test_tied_llama_gradients_are_autograds_and_accumulate_in_place(kernel):
+    model = load_causal_lm(TINY_LLAMA, dtype=torch.float32, device=torch.device("cpu"))
+    frozen = model.model.layers[0].mlp.down_proj.weight.requires_grad_(False)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied
+    enc = tiny_tokenizer()(["Summarize: the committee met for four hours.", "Hi there",
+                            "One more row", "and a fourth"], return_tensors="pt", padding=True)
+    batches = [(enc["input_ids"][i:i + 2], enc["attention_mask"][i:i + 2]) for i in (0, 2)]
+
+    def loss_fn(m, batch):
+        logits = m(input_ids=batch[0], attention_mask=batch[1]).logits
+        return torch.log_softmax(logits, dim=-1)[..., 5].mean()
+
+    plain, _, plain_bytes = _grads_over_micro_batches(model, batches, loss_fn,
+                                                      contextlib.nullcontext())
+    fused, storage, fused_bytes = _grads_over_micro_batches(model, batches, loss_fn,
+                                                            training_layers(model))
+
+    assert plain["model.layers.0.mlp.down_proj.weight"] is None
+    assert fused["model.layers.0.mlp.down_proj.weight"] is None and not frozen.requires_grad
+    trained = [n for n, g in plain.items() if g is not None]
+    assert len(trained) == len(list(model.parameters())) - 1
+    for name in trained:
+        assert torch.allclose(fused[name], plain[name], atol=1e-6, rtol=1e-4), name
+        assert fused[name].abs().sum() > 0
+    # every weight's gradient is one tensor, added to in place by the second micro-batch,
+    # which allocates no weight-sized gradients to add (autograd's: one per weight and per
+    # use, the embedding's a zeroed (vocab, hidden) tensor)
+    assert storage[0] == storage[1]
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert plain_bytes - fused_bytes >= weight_bytes
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_embedding_padding_row_and_linear_bias_get_autograds_gradients(kernel):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(11, 6, padding_idx=0),
+                                torch.nn.Linear(6, 9), torch.nn.Tanh(), torch.nn.Linear(9, 3))
+    ids = torch.tensor([[0, 3, 3, 7], [5, 0, 10, 3]])  # the padding id, and repeated ids
+    batches = [ids[:1], ids[1:]]
+    target = torch.randn(3)
+
+    def loss_fn(m, batch):
+        return ((m(batch) - target) ** 2).sum()
+
+    plain, _, _ = _grads_over_micro_batches(model, batches, loss_fn, contextlib.nullcontext())
+    fused, storage, _ = _grads_over_micro_batches(model, batches, loss_fn,
+                                                  training_layers(model))
+
+    assert set(plain) == set(fused) == {"0.weight", "1.weight", "1.bias", "3.weight", "3.bias"}
+    for name, grad in plain.items():
+        assert torch.allclose(fused[name], grad, atol=1e-6, rtol=1e-5), name
+    assert fused["0.weight"][0].abs().sum() == 0  # the padding row learns nothing
+    assert fused["0.weight"][3].abs().sum() > 0
+    assert storage[0]["0.weight"] == storage[1]["0.weight"]
+    assert storage[0]["1.weight"] == storage[1]["1.weight"]
