@@ -19,6 +19,7 @@ Where this departs from the paper, and why:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -49,7 +50,13 @@ from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import Stopwatch, adamw, training_layers
+from training.runtime import (
+    TRAINING_REUSE_BYTES,
+    Stopwatch,
+    adamw,
+    reuse_freed_memory,
+    training_layers,
+)
 
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
 
@@ -114,7 +121,7 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     clock.lap("reference")
     # --- update ---
     weights = token_weights(rollout.action_mask, config.loss_type, config.max_new_tokens)
-    with training_layers(state.policy):
+    with training_layers(state.policy), reuse_between_micro_batches(len(parts)):
         metrics |= _update(config, state, rollout, parts, advantages, weights, ref_logprobs,
                            old_logprobs, clock)
     # --- log ---
@@ -123,6 +130,17 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     samples = sample_records(prompts, rollout, rewards, per_source, advantages,
                              config.samples_per_step)
     return metrics, samples
+
+
+def reuse_between_micro_batches(passes: int) -> contextlib.AbstractContextManager[None]:
+    """Where the update runs in several micro-batches, the heap serves the blocks under 2 MB
+    again, so each micro-batch reuses the activations the previous one freed instead of
+    faulting in fresh pages: on the default step (4 x 8 rows in micro-batches of 4, Xeon,
+    2026-12-03) 24.0 -> 21.7 s a step for 84 MB more peak (3735 -> 3819 MB). In one pass there
+    is nothing to reuse them for: 1 x 8 rows peaked 262 MB higher and ran no faster."""
+    if passes > 1:
+        return reuse_freed_memory(TRAINING_REUSE_BYTES)
+    return contextlib.nullcontext()
 
 
 def _update(config: GRPOConfig, state: State, rollout: Rollout, parts: Sequence[slice],
