@@ -189,7 +189,7 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
         advantages = whiten(advantages, mask)
     # --- update ---
     # the heap serves the blocks under 2 MB again: 20% faster updates for 12% more peak (two
-    # networks' weights, gradients and Adam state set the peak; GRPO's, lower, stays fresh)
+    # networks' weights, gradients and Adam state set the peak; GRPO's does where it splits)
     with training_layers(state.policy, state.critic), reuse_freed_memory(TRAINING_REUSE_BYTES):
         metrics |= _update(config, state, rollout, frozen, advantages, returns)
     clock.lap("update")
