@@ -135,9 +135,10 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
 def reuse_between_micro_batches(passes: int) -> contextlib.AbstractContextManager[None]:
     """Where the update runs in several micro-batches, the heap serves the blocks under 2 MB
     again, so each micro-batch reuses the activations the previous one freed instead of
-    faulting in fresh pages: on the default step (4 x 8 rows in micro-batches of 4, Xeon,
-    2026-12-03) 24.0 -> 21.7 s a step for 84 MB more peak (3735 -> 3819 MB). In one pass there
-    is nothing to reuse them for: 1 x 8 rows peaked 262 MB higher and ran no faster."""
+    faulting in fresh pages: on the default step (``bench/grpo_length.py``, 4 x 8 rows in
+    micro-batches of 4, Xeon, 2026-12-03) 21.6-21.9 s a step against 24.6-25.2 s, for 3801-3817
+    MB peak against 3639-3644 MB. In one pass there is nothing to reuse them for: 1 x 8 rows
+    peaked 262 MB higher and ran no faster."""
     if passes > 1:
         return reuse_freed_memory(TRAINING_REUSE_BYTES)
     return contextlib.nullcontext()

@@ -186,10 +186,9 @@ class _Linear(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
                 bias: torch.Tensor | None, onednn: bool) -> torch.Tensor:
         ctx.save_for_backward(x)
+        # the parameter itself, not a saved copy of it: the backward writes its .grad
         ctx.weight, ctx.onednn, ctx.has_bias = weight, onednn, bias is not None
-        if onednn:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-        return torch.nn.functional.linear(x, weight, bias)
+        return _linear_product(x, weight, bias, onednn)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor  # type: ignore[override]
@@ -202,12 +201,7 @@ class _Linear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = (_onednn_mm(g, weight.t()) if oned else g @ weight).view(x.shape)
         if ctx.needs_input_grad[1]:
-            if oned:
-                _add_to_grad(weight, _onednn_mm(g.t(), flat.t()))
-            elif weight.grad is None:
-                weight.grad = g.t() @ flat
-            else:
-                weight.grad.addmm_(g.t(), flat)
+            _add_product_to_grad(weight, g.t(), flat, oned)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(dim=0)
         return grad_x, None, grad_b, None
@@ -224,7 +218,7 @@ class _Embedding(torch.autograd.Function):
     def forward(ctx: Any, ids: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
                 padding_idx: int | None) -> torch.Tensor:
         ctx.save_for_backward(ids)
-        ctx.weight, ctx.padding_idx = weight, padding_idx
+        ctx.weight, ctx.padding_idx = weight, padding_idx  # the parameter: see _Linear
         return torch.nn.functional.embedding(ids, weight, padding_idx)
 
     @staticmethod
@@ -240,19 +234,33 @@ class _Embedding(torch.autograd.Function):
         return None, None, None
 
 
-def _add_to_grad(weight: torch.Tensor, product: torch.Tensor) -> None:
-    if weight.grad is None:
-        weight.grad = product
+def _linear_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    onednn: bool) -> torch.Tensor:
+    if onednn:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def _add_product_to_grad(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                         onednn: bool) -> None:
+    """``weight.grad += a @ b`` in place (the product becomes ``.grad`` the first time);
+    oneDNN has no accumulating product, so its product is added."""
+    if onednn:
+        product = _onednn_mm(a, b.t())
+        if weight.grad is None:
+            weight.grad = product
+        else:
+            weight.grad.add_(product)
+    elif weight.grad is None:
+        weight.grad = a @ b
     else:
-        weight.grad.add_(product)
+        weight.grad.addmm_(a, b)
 
 
 def _linear(module: torch.nn.Linear, onednn: bool, x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad):
         return _Linear.apply(x, module.weight, module.bias, onednn)
-    if onednn:
-        return torch.ops.mkldnn._linear_pointwise(x, module.weight, module.bias, "none", [], "")
-    return torch.nn.functional.linear(x, module.weight, module.bias)
+    return _linear_product(x, module.weight, module.bias, onednn)
 
 
 def _embedding(module: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
