@@ -11,10 +11,14 @@ by default a large-tensor read measured in the same run).
 
     .venv/bin/python bench/decode_bandwidth.py --model var/models/smollm2-135m-instruct
     python3 bench/decode_bandwidth.py --device cuda --precision bf16 --peak-gbs 4800
+
+``--model-forward`` runs each step through the model's own forward (the way before
+:mod:`training.llama_decode`), ``--unpacked`` also with the weights in their plain layout.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from training import llama_decode  # noqa: E402
 from training.decode import sample  # noqa: E402
 from training.modelhub import load_causal_lm, load_tokenizer  # noqa: E402
 from training.rollout import render_prompt  # noqa: E402
@@ -60,6 +65,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--unpacked", action="store_true",
                    help="weights in their plain layout (re-laid out by every product)")
+    p.add_argument("--model-forward", action="store_true",
+                   help="each step through the model's own forward, not training.llama_decode")
     p.add_argument("--peak-gbs", type=float, default=0.0,
                    help="the memory bandwidth bound in GB/s (0: measure a large read)")
     a = p.parse_args()
@@ -76,7 +83,11 @@ def main() -> None:
                max_new_tokens=tokens, temperature=0.8, top_p=1.0, eos=[tok.eos_token_id],
                pad_id=tok.pad_token_id, min_new_tokens=tokens)
 
-    linears = onednn_linears(model) if a.unpacked else decode_linears(model, rows=a.rows)
+    if a.model_forward or a.unpacked:
+        llama_decode.lean_decoder = lambda *args, **kw: None  # type: ignore[assignment]
+        linears = onednn_linears(model) if a.unpacked else decode_linears(model, rows=a.rows)
+    else:  # the lean steps lay their weights out themselves
+        linears = contextlib.nullcontext()
     with linears:
         run(2)  # warm-up
         full, prefill = timed(lambda: run(a.tokens), device, a.repeats), \

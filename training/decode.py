@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from training import llama_decode
+
 
 class PreallocatedLayer(DynamicLayer):
     """One layer's keys and values in a buffer of ``capacity`` positions, filled in place.
@@ -79,6 +81,13 @@ def decoder_and_head(model: Any) -> tuple[Any, Any] | None:
     return decoder, head
 
 
+def uses_lean_decoder(model: Any) -> bool:
+    """Whether :func:`sample` decodes ``model`` with :mod:`training.llama_decode`'s steps
+    (which lay their weights out themselves) rather than the model's own forward."""
+    parts = decoder_and_head(model)
+    return parts is not None and llama_decode.supports(model, *parts)
+
+
 def cache_kwarg(decoder: Any) -> str:
     """transformers 5 names the cache argument ``cache``; earlier versions ``past_key_values``."""
     params = inspect.signature(type(decoder).forward).parameters
@@ -105,6 +114,34 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float) -> torch
     return torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)  # (B,)
 
 
+def _model_steps(decoder: Any, head: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                 rows: torch.Tensor, max_new_tokens: int
+                 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The next token's logits after the prompts (B, V), and a function from one more token
+    per row (B,) to the logits after it, through the model's own forward."""
+    kwarg = cache_kwarg(decoder)
+    width = prompt_ids.shape[1]
+    cache = new_cache(decoder.config.num_hidden_layers, width + max_new_tokens)
+    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P)
+    hidden = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
+                     use_cache=True, **{kwarg: cache}).last_hidden_state[:, -1]  # (N, H)
+    cache.reorder_cache(rows)  # type: ignore[arg-type]  # the prompt's keys and values, copied to its G rows
+    mask = torch.cat([prompt_mask.index_select(0, rows),
+                      prompt_mask.new_ones(len(rows), max_new_tokens)], dim=1)  # (B, P + T)
+    next_position = positions[:, -1:].index_select(0, rows) + 1  # (B, 1)
+    step = 0
+
+    def advance(token: torch.Tensor) -> torch.Tensor:
+        nonlocal step
+        step += 1
+        hidden = decoder(input_ids=token.unsqueeze(1), attention_mask=mask[:, :width + step],
+                         position_ids=next_position + step - 1, use_cache=True,
+                         **{kwarg: cache}).last_hidden_state[:, -1]  # (B, H)
+        return head(hidden)
+
+    return head(hidden).index_select(0, rows), advance
+
+
 @torch.inference_mode()
 def sample(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *,
            group_size: int, max_new_tokens: int, temperature: float, top_p: float,
@@ -117,22 +154,17 @@ def sample(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *,
     are adjacent."""
     parts = decoder_and_head(model)
     assert parts is not None, "this architecture samples through generate()"
-    decoder, head = parts
-    kwarg = cache_kwarg(decoder)
     n, width = prompt_ids.shape
-    cache = new_cache(decoder.config.num_hidden_layers, width + max_new_tokens)
-    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P)
-    hidden = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
-                     use_cache=True, **{kwarg: cache}).last_hidden_state[:, -1]  # (N, H)
     rows = torch.arange(n, device=prompt_ids.device).repeat_interleave(group_size)  # (B,)
-    cache.reorder_cache(rows)  # type: ignore[arg-type]  # the prompt's keys and values, copied to its G rows
-    logits = head(hidden).index_select(0, rows)  # (B, V)
-    batch = len(rows)
-    mask = torch.cat([prompt_mask.index_select(0, rows),
-                      prompt_mask.new_ones(batch, max_new_tokens)], dim=1)  # (B, P + T)
-    next_position = positions[:, -1:].index_select(0, rows) + 1  # (B, 1)
+    lean = llama_decode.lean_decoder(model, *parts, rows=len(rows),
+                                     capacity=width + max_new_tokens)
+    advance: Callable[[torch.Tensor], torch.Tensor]
+    if lean is not None:
+        logits, advance = lean.prefill(prompt_ids, prompt_mask, rows), lean.step
+    else:
+        logits, advance = _model_steps(*parts, prompt_ids, prompt_mask, rows, max_new_tokens)
     eos_ids = torch.tensor(eos, device=prompt_ids.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+    done = torch.zeros(len(rows), dtype=torch.bool, device=prompt_ids.device)
     tokens: list[torch.Tensor] = []
     for t in range(max_new_tokens):
         if t < min_new_tokens:
@@ -145,8 +177,5 @@ def sample(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *,
             return completion, False
         if stop is not None and bool(stop(completion, logits).any()):
             return completion, True
-        hidden = decoder(input_ids=token.unsqueeze(1), attention_mask=mask[:, :width + t + 1],
-                         position_ids=next_position + t, use_cache=True,
-                         **{kwarg: cache}).last_hidden_state[:, -1]  # (B, H)
-        logits = head(hidden)
+        logits = advance(token)
     raise AssertionError("unreachable: the loop returns at its last step")

@@ -1,0 +1,217 @@
+"""Prefill and decode steps for Llama-family trunks (Llama, SmolLM, Qwen2) in a few tensor
+operations a layer, on a KV cache of our own.
+
+Why not the model's own forward inside the decode loop: for the few rows of a decode step the
+products are cheap, and what Hugging Face runs around them (a module call per projection and
+norm, the mask built anew each step, the rotary angles recomputed in every layer, the attention
+interface's dispatch, keys repeated for grouped-query attention) cost about a third of a
+SmolLM2 decode step on a CPU. Here:
+
+- q, k and v are one product, gate and up another (copies of the weights concatenated once per
+  rollout; on the CPU at fp32 laid out in oneDNN's blocked format for the decode's row count,
+  as :func:`training.runtime.decode_linears` does for single layers);
+- the rotary table is computed once per rollout, by the model's own rotary module (so every
+  scaling type it knows holds), and applied to q and k together;
+- grouped-query attention reads the ``n_rep`` query heads that share a key head as ``n_rep``
+  query rows of that head, so keys and values are never repeated;
+- the mask is a boolean row per sequence, extended in place.
+
+The numbers are the model's own up to float rounding (``tests/test_training_decode.py``
+compares logits with the Hugging Face forward, left padding included). Anything outside what
+this reproduces (adapters wrapped around a projection, sliding windows, q/k norms, other
+activations or norms) is left to the model's forward: :func:`lean_decoder` returns None.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from training.runtime import packed_linear
+
+SUPPORTED_TYPES = ("llama", "qwen2")
+# rotary types whose angles depend on the sequence length seen so far: one table cannot hold
+DYNAMIC_ROPE = ("dynamic", "longrope")
+
+Product = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Product:
+    """``x @ weight.T + bias`` for 2-D ``x``; on the CPU at fp32 by a copy of ``weight`` laid
+    out once for ``rows``-row products (any row count still works)."""
+    reorder = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
+    if weight.device.type == "cpu" and weight.dtype == torch.float32 and reorder is not None:
+        try:
+            return functools.partial(packed_linear, bias, reorder(weight, rows))
+        except RuntimeError:  # a oneDNN build without the blocked layout for this CPU
+            pass
+    return functools.partial(F.linear, weight=weight, bias=bias)
+
+
+def _fused(linears: list[torch.nn.Linear], rows: int) -> Product:
+    weight = torch.cat([m.weight for m in linears]) if len(linears) > 1 else linears[0].weight
+    biases = [m.bias for m in linears]
+    bias = None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
+    return _product(weight, bias, rows)
+
+
+def _plain_linear(module: Any) -> bool:
+    return type(module) is torch.nn.Linear
+
+
+def _supported(base: Any, decoder: Any, head: Any) -> bool:
+    config = base.config
+    if getattr(config, "model_type", None) not in SUPPORTED_TYPES:
+        return False
+    if getattr(config, "hidden_act", None) != "silu" or getattr(config, "use_sliding_window",
+                                                                 False):
+        return False
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) in DYNAMIC_ROPE:
+        return False
+    if not (_plain_linear(head) and type(decoder.embed_tokens) is torch.nn.Embedding
+            and hasattr(decoder, "rotary_emb") and hasattr(decoder.norm, "variance_epsilon")):
+        return False
+    for layer in decoder.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        parts = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")] + \
+            [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+        if not all(_plain_linear(p) for p in parts) or hasattr(attn, "q_norm"):
+            return False
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        if not all(type(n).__name__.endswith("RMSNorm") and hasattr(n, "variance_epsilon")
+                   for n in norms):
+            return False
+    return True
+
+
+def _rms_norm(x: torch.Tensor, norm: Any) -> torch.Tensor:
+    """Hugging Face's LlamaRMSNorm: normalised in float32, cast back, then scaled."""
+    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon)
+    return norm.weight * normed.to(x.dtype)
+
+
+class _Layer:
+    def __init__(self, layer: Any, rows: int):
+        attn, mlp = layer.self_attn, layer.mlp
+        self.qkv = _fused([attn.q_proj, attn.k_proj, attn.v_proj], rows)
+        self.o = _product(attn.o_proj.weight, attn.o_proj.bias, rows)
+        self.gate_up = _fused([mlp.gate_proj, mlp.up_proj], rows)
+        self.down = _product(mlp.down_proj.weight, mlp.down_proj.bias, rows)
+        self.norm_in, self.norm_post = layer.input_layernorm, layer.post_attention_layernorm
+        self.scaling = float(attn.scaling)
+
+
+class LeanDecoder:
+    """The model's prefill and decode steps over a KV cache of ``capacity`` positions. Build
+    it with :func:`lean_decoder`; use it inside ``torch.inference_mode`` and drop it after the
+    rollout (it holds copies of the weights)."""
+
+    def __init__(self, decoder: Any, head: torch.nn.Linear, rows: int, capacity: int):
+        config = decoder.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.capacity = capacity
+        self.embedding = decoder.embed_tokens.weight
+        self.layers = [_Layer(layer, rows) for layer in decoder.layers]
+        self.norm = decoder.norm
+        self.head = _product(head.weight, head.bias, rows)
+        weight = self.embedding
+        positions = torch.arange(capacity, device=weight.device)[None]  # (1, capacity)
+        cos, sin = decoder.rotary_emb(weight[:1], positions)  # (1, capacity, D), model dtype
+        half = self.head_dim // 2
+        # rotate_half(x) * sin == roll(x, half) * sin with the first half's sign flipped
+        sign = torch.ones(self.head_dim, device=weight.device, dtype=sin.dtype)
+        sign[:half] = -1
+        self.cos, self.sin = cos[0], sin[0] * sign  # (capacity, D)
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.mask = torch.empty(0)
+        self.positions = torch.empty(0)
+        self.length = 0
+
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor
+                ) -> torch.Tensor:
+        """Runs the distinct prompts (N, P), left-padded, once; fills each sequence's cache
+        with its prompt (sequence b takes prompt ``rows[b]``) and returns the logits of the
+        next token (B, V)."""
+        n, width = prompt_ids.shape
+        positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P)
+        keep = prompt_mask.bool()
+        causal = torch.ones(width, width, dtype=torch.bool, device=keep.device).tril()
+        # a padding position may attend to itself: a row with nothing to attend to would be NaN
+        allowed = (causal & keep[:, None, :]) | torch.eye(width, dtype=torch.bool,
+                                                          device=keep.device)
+        shape = (n, self.kv_heads, self.capacity, self.head_dim)
+        self.keys = [self.embedding.new_empty(shape) for _ in self.layers]
+        self.values = [self.embedding.new_empty(shape) for _ in self.layers]
+        hidden = self._trunk(prompt_ids.reshape(-1), positions.reshape(-1), n, width, 0,
+                             allowed[:, None])
+        last = hidden.view(n, width, -1)[:, -1]  # (N, H)
+        self.keys = [k.index_select(0, rows) for k in self.keys]  # (B, kv, capacity, D)
+        self.values = [v.index_select(0, rows) for v in self.values]
+        batch = len(rows)
+        self.mask = keep.new_zeros(batch, self.capacity)
+        self.mask[:, :width] = keep.index_select(0, rows)
+        self.positions = positions[:, -1].index_select(0, rows) + 1  # (B,) the next positions
+        self.length = width
+        return self.head(_rms_norm(last, self.norm)).index_select(0, rows)  # (B, V)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Appends one token per sequence (B,) and returns the next token's logits (B, V)."""
+        batch = len(tokens)
+        self.mask[:, self.length] = True
+        hidden = self._trunk(tokens, self.positions, batch, 1, self.length,
+                             self.mask[:, None, None, :self.length + 1])
+        self.positions = self.positions + 1
+        self.length += 1
+        return self.head(_rms_norm(hidden, self.norm))
+
+    def _trunk(self, ids: torch.Tensor, positions: torch.Tensor, batch: int, seq: int,
+               start: int, allowed: torch.Tensor) -> torch.Tensor:
+        """Hidden states (batch * seq, H) after the last layer; writes the cache's positions
+        ``start .. start + seq``. ``allowed`` (batch, 1, seq, start + seq) says which keys
+        each query may attend to."""
+        h, kv, d = self.heads, self.kv_heads, self.head_dim
+        rep, end = h // kv, start + seq
+        cos = self.cos.index_select(0, positions)[:, None]  # (batch * seq, 1, D)
+        sin = self.sin.index_select(0, positions)[:, None]
+        if rep > 1 and seq > 1:  # the n_rep query heads of a key head become query rows
+            allowed = allowed.repeat(1, 1, rep, 1)
+        x = F.embedding(ids, self.embedding)  # (batch * seq, H)
+        for layer, keys, values in zip(self.layers, self.keys, self.values, strict=True):
+            qkv = layer.qkv(_rms_norm(x, layer.norm_in)).view(-1, h + 2 * kv, d)
+            qk = qkv[:, :h + kv]
+            qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # rotary, q and k at once
+            q = qk[:, :h].view(batch, seq, h, d).transpose(1, 2)  # (batch, h, seq, D)
+            keys[:, :, start:end] = qk[:, h:].view(batch, seq, kv, d).transpose(1, 2)
+            values[:, :, start:end] = qkv[:, h + kv:].view(batch, seq, kv, d).transpose(1, 2)
+            out = F.scaled_dot_product_attention(
+                q.reshape(batch, kv, rep * seq, d), keys[:, :, :end], values[:, :, :end],
+                attn_mask=allowed, scale=layer.scaling)  # (batch, kv, rep * seq, D)
+            out = out.view(batch, h, seq, d).transpose(1, 2).reshape(batch * seq, h * d)
+            x = x + layer.o(out)
+            gate, up = layer.gate_up(_rms_norm(x, layer.norm_post)).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
+        return x
+
+
+def supports(model: Any, decoder: Any, head: Any) -> bool:
+    """Whether ``model`` (PEFT-wrapped or not), whose trunk and LM head are ``decoder`` and
+    ``head`` (:func:`training.decode.decoder_and_head`), is one this module reproduces."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _supported(base, decoder, head)
+
+
+def lean_decoder(model: Any, decoder: Any, head: Any, *, rows: int, capacity: int
+                 ) -> LeanDecoder | None:
+    """A :class:`LeanDecoder` for ``model`` where :func:`supports` says so, else None."""
+    if not supports(model, decoder, head):
+        return None
+    with torch.no_grad():
+        return LeanDecoder(decoder, head, rows, capacity)
