@@ -236,3 +236,44 @@ def test_the_stop_poll_asks_at_most_once_per_interval():
     assert eager(ids, torch.zeros(2, 5)).tolist() == [True, True]
     assert len(asked) == 1 and eager.stopped  # once stopped, it does not ask again
 
+
+
+# --- the LM head's log-probabilities ---
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["autograd", "training_layers"])
+def test_the_heads_logprobs_and_gradients_are_autograds_over_several_chunks(monkeypatch,
+                                                                            in_place):
+    """The chunked head (log-probabilities made in place, their gradient from the kept
+    log-softmax) gives what autograd gives through ``log_softmax(head(h) / T)``: values,
+    entropies, and the gradients of the hidden states, the weight and the bias, whether the
+    weight's gradient goes to autograd or straight into ``.grad``."""
+    import contextlib
+
+    from training import logprobs as lp
+    from training.runtime import training_layers
+
+    monkeypatch.setattr(lp, "CHUNK_ELEMENTS", 4000)  # 4 positions a chunk: 6 chunks of 21
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 1000)
+    hidden = torch.randn(3, 7, 16, requires_grad=True)
+    targets = torch.randint(0, 1000, (3, 7))
+    weights = torch.randn(3, 7)
+    params = (hidden, head.weight, head.bias)
+
+    logits = head(hidden) / 0.7
+    expected = logits.log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
+    (expected * weights).sum().backward()
+    expected_grads = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    with training_layers(head, only_if_faster=False) if in_place else contextlib.nullcontext():
+        got, entropy = lp.head_logprobs(head, hidden, targets, 0.7, with_entropy=True)
+        (got * weights).sum().backward()
+
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(entropy, lp.entropy(logits.detach()), atol=1e-5)
+    assert not entropy.requires_grad
+    for p, grad in zip(params, expected_grads, strict=True):
+        assert torch.allclose(p.grad, grad, atol=1e-5)
+        assert p.grad.abs().sum() > 0

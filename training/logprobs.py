@@ -18,6 +18,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from training.decode import cache_kwarg, decoder_and_head
+from training.runtime import add_product_to_grad, grad_mode_of, onednn_mm
 
 CHUNK_ELEMENTS = 2**22  # logits per LM-head chunk: 16 MB in float32
 
@@ -89,8 +90,108 @@ def _shared_prompt_hidden(decoder: Any, input_ids: torch.Tensor, attention_mask:
 def head_logprobs(head: Any, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
                   *, with_entropy: bool = False, entropy_grad: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``log softmax(head(hidden) / temperature)`` read at ``targets`` (B, T), a few rows at
-    a time; and the entropy of each position's distribution when asked."""
+    """``log softmax(head(hidden) / temperature)`` read at ``targets`` (B, T), a few positions
+    at a time; and the entropy of each position's distribution when asked."""
+    if entropy_grad and with_entropy:  # the entropy bonus: autograd through every chunk
+        return _head_logprobs_autograd(head, hidden, targets, temperature)
+    batch, length = targets.shape
+    logprobs, entropies = _TargetLogprobs.apply(
+        hidden.reshape(batch * length, -1), head.weight, head.bias, targets.reshape(-1),
+        temperature, with_entropy, head)
+    return logprobs.view(batch, length), (entropies.view(batch, length) if with_entropy
+                                          else None)
+
+
+def _log_softmax_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` overwritten by their log-softmax along the last axis. The CPU kernel reads a
+    row's maximum and sum before it writes the row, so it may write over its input."""
+    if logits.device.type == "cpu":
+        return torch.ops.aten._log_softmax.out(logits, -1, False, out=logits)
+    return torch.log_softmax(logits, dim=-1)
+
+
+class _TargetLogprobs(torch.autograd.Function):
+    """The tokens' log-probabilities (N,) from hidden states (N, H) through the LM head, a
+    chunk of positions at a time, and their entropies (N,) without gradient. Autograd's way
+    makes five or six vocabulary-sized float32 tensors a chunk in the forward (the logits,
+    their tempered copy, logsumexp's exponentials, the entropy's) and as many in the backward
+    (logsumexp's softmax, gather's zeros, their sum, the division's gradient): 16 MB each for
+    85 positions of SmolLM2, all fresh pages the kernel zeroes first, the largest share of a
+    training pass's page faults. Here each chunk's logits are turned into log-probabilities in
+    place and kept for the backward, which turns them into the logits' gradient in place
+    (``(onehot - softmax) * g / T``), one product per chunk for each of the hidden states' and
+    the weight's gradients. The weight's gradient goes where the head's own products would
+    put it: straight into ``.grad`` inside :func:`training.runtime.training_layers`, else to
+    autograd."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
+                bias: torch.Tensor | None, targets: torch.Tensor, temperature: float,
+                with_entropy: bool, head: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        positions, vocab = hidden.shape[0], weight.shape[0]
+        step = max(1, CHUNK_ELEMENTS // vocab)
+        keep = any(ctx.needs_input_grad[:3])
+        logprobs = hidden.new_empty(positions, dtype=torch.float32)
+        entropies = hidden.new_empty(positions if with_entropy else 0, dtype=torch.float32)
+        scratch: torch.Tensor | None = None
+        saved: list[torch.Tensor] = []
+        for start in range(0, positions, step):
+            end = min(start + step, positions)
+            logits = head(hidden[start:end]).float()  # (c, V), fresh
+            logits.div_(temperature)
+            logp = _log_softmax_in_place(logits)
+            logprobs[start:end] = logp.gather(1, targets[start:end, None]).squeeze(1)
+            if with_entropy:
+                if scratch is None:
+                    scratch = torch.empty_like(logp)
+                probs = torch.exp(logp, out=scratch[:end - start])
+                entropies[start:end] = -probs.mul_(logp).sum(dim=1)
+            if keep:
+                saved.append(logp)
+        if keep:
+            ctx.save_for_backward(hidden, targets)
+            ctx.chunks, ctx.step, ctx.temperature, ctx.head = saved, step, temperature, head
+        ctx.mark_non_differentiable(entropies)
+        return logprobs, entropies
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: torch.Tensor  # type: ignore[override]
+                 ) -> tuple[torch.Tensor | None, ...]:
+        hidden, targets = ctx.saved_tensors
+        weight, bias = ctx.head.weight, ctx.head.bias
+        in_place, onednn = grad_mode_of(ctx.head)
+        want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = grad_bias = None
+        scaled = grad.float() / ctx.temperature  # (N,)
+        for index, start in enumerate(range(0, hidden.shape[0], ctx.step)):
+            logp, ctx.chunks[index] = ctx.chunks[index], None  # freed as soon as it is used
+            end = start + logp.shape[0]
+            g = scaled[start:end, None]  # (c, 1)
+            # d logp[target] / d logits = onehot(target) - softmax, times g / T
+            grad_logits = logp.exp_().mul_(-g).scatter_add_(1, targets[start:end, None], g)
+            grad_logits = grad_logits.to(hidden.dtype)
+            if grad_hidden is not None and onednn:
+                grad_hidden[start:end] = onednn_mm(grad_logits, weight.t())
+            elif grad_hidden is not None:
+                torch.mm(grad_logits, weight, out=grad_hidden[start:end])
+            if want_weight:
+                if in_place:
+                    add_product_to_grad(weight, grad_logits.t(), hidden[start:end], onednn)
+                elif grad_weight is None:
+                    grad_weight = grad_logits.t() @ hidden[start:end]
+                else:
+                    grad_weight.addmm_(grad_logits.t(), hidden[start:end])
+            if want_bias and bias is not None:
+                part = grad_logits.sum(dim=0)
+                grad_bias = part if grad_bias is None else grad_bias.add_(part)
+        ctx.chunks = []
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+
+
+def _head_logprobs_autograd(head: Any, hidden: torch.Tensor, targets: torch.Tensor,
+                            temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`head_logprobs` with the entropy's gradient, through plain autograd."""
     batch, length = targets.shape
     vocab = head.weight.shape[0]
     rows = max(1, CHUNK_ELEMENTS // max(1, length * vocab))
@@ -99,12 +200,8 @@ def head_logprobs(head: Any, hidden: torch.Tensor, targets: torch.Tensor, temper
         logits = head(hidden[start:start + rows]).float() / temperature  # (c, T, V)
         picked = logits.gather(-1, targets[start:start + rows].unsqueeze(-1)).squeeze(-1)
         logprobs.append(picked - logits.logsumexp(dim=-1))  # (c, T)
-        if with_entropy and entropy_grad:
-            entropies.append(entropy(logits))
-        elif with_entropy:
-            with torch.no_grad():
-                entropies.append(entropy(logits.detach()))
-    return torch.cat(logprobs), torch.cat(entropies) if with_entropy else None
+        entropies.append(entropy(logits))
+    return torch.cat(logprobs), torch.cat(entropies)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

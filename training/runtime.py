@@ -115,28 +115,46 @@ REUSE_THRESHOLD_BYTES = 32 * 2**20
 # ... and while training passes do: blocks from 2 MB up are mapped in transparent huge pages
 # (THP_MEM_ALLOC_ENABLE), one fault per 2 MB, so only the smaller ones need the heap.
 TRAINING_REUSE_BYTES = 2 * 2**20
+# ... and where the heap keeps its free memory from one step to the next (GRPO's update):
+# huge pages cover only a block's aligned 2 MB spans, and the rest of a 3 MB MLP activation
+# faults in 4 kB at a time, so the heap serves those too.
+KEPT_REUSE_BYTES = 8 * 2**20
+# glibc's trim threshold while the heap keeps its free memory (an int: 1 GiB)
+KEPT_TRIM_THRESHOLD_BYTES = 2**30
 
 
 @contextlib.contextmanager
-def reuse_freed_memory(below: int = REUSE_THRESHOLD_BYTES) -> Iterator[None]:
+def reuse_freed_memory(below: int = REUSE_THRESHOLD_BYTES, *, keep: bool = False
+                       ) -> Iterator[None]:
     """Inside, when :func:`return_freed_memory_to_the_os` is in force: blocks under ``below``
     bytes come from the heap again, so a loop that allocates and frees the same temporaries
     each iteration (a decode step's logits, probabilities and their sums, 1.5 MB each for 8
     rows of SmolLM2; a training pass's per-layer activations and their gradients) reuses them
     instead of mapping fresh pages, and paying a page fault per 4 kB, every time. On the way
     out the threshold goes back and the heap's free memory is returned to the system
-    (``malloc_trim``). Elsewhere nothing changes."""
+    (``malloc_trim``); with ``keep`` it stays, for the next step's same phase to reuse (the
+    steps of a run allocate the same blocks again), until :func:`release_freed_memory`.
+    Elsewhere nothing changes."""
     libc, active = _glibc(), _threshold_fixed
     if active:
         libc.mallopt(M_MMAP_THRESHOLD, below)
-        libc.mallopt(M_TRIM_THRESHOLD, 2 * below)
+        libc.mallopt(M_TRIM_THRESHOLD, KEPT_TRIM_THRESHOLD_BYTES if keep else 2 * below)
     try:
         yield
     finally:
         if active:
             libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-            libc.malloc_trim(0)
+            if not keep:
+                release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """What the heap keeps (:func:`reuse_freed_memory` with ``keep``) back to the system,
+    and glibc's trimming as usual again."""
+    libc = _glibc()
+    if _threshold_fixed:
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        libc.malloc_trim(0)
 
 
 def synchronize(device: torch.device) -> None:
@@ -165,7 +183,7 @@ class Stopwatch:
         return {f"perf/{name}_s": value for name, value in self.seconds.items()}
 
 
-def _onednn_mm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def onednn_mm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T`` through oneDNN (``weight`` may be a transposed view)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
 
@@ -199,9 +217,9 @@ class _Linear(torch.autograd.Function):
         flat = x.reshape(-1, x.shape[-1])  # (N, in)
         grad_x = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = (_onednn_mm(g, weight.t()) if oned else g @ weight).view(x.shape)
+            grad_x = (onednn_mm(g, weight.t()) if oned else g @ weight).view(x.shape)
         if ctx.needs_input_grad[1]:
-            _add_product_to_grad(weight, g.t(), flat, oned)
+            add_product_to_grad(weight, g.t(), flat, oned)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(dim=0)
         return grad_x, None, grad_b, None
@@ -241,12 +259,12 @@ def _linear_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return torch.nn.functional.linear(x, weight, bias)
 
 
-def _add_product_to_grad(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+def add_product_to_grad(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                          onednn: bool) -> None:
     """``weight.grad += a @ b`` in place (the product becomes ``.grad`` the first time);
     oneDNN has no accumulating product, so its product is added."""
     if onednn:
-        product = _onednn_mm(a, b.t())
+        product = onednn_mm(a, b.t())
         if weight.grad is None:
             weight.grad = product
         else:
@@ -261,6 +279,16 @@ def _linear(module: torch.nn.Linear, onednn: bool, x: torch.Tensor) -> torch.Ten
     if torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad):
         return _Linear.apply(x, module.weight, module.bias, onednn)
     return _linear_product(x, module.weight, module.bias, onednn)
+
+
+def grad_mode_of(module: Any) -> tuple[bool, bool]:
+    """For a ``Linear`` inside :func:`training_layers` or :func:`onednn_linears`: whether its
+    weight gradient is added straight into ``.grad``, and whether its products go through
+    oneDNN; (False, False) elsewhere. For code that computes a layer's products itself."""
+    forward = module.__dict__.get("forward")
+    if isinstance(forward, functools.partial) and forward.func is _linear:
+        return True, bool(forward.args[1])
+    return False, False
 
 
 def _embedding(module: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
@@ -308,7 +336,7 @@ def onednn_is_faster(in_features: int, out_features: int) -> bool:
     x = torch.randn(rows, in_features, generator=local)
     weight = torch.randn(out_features, in_features, generator=local)
     kernels = {"blas": lambda: torch.nn.functional.linear(x, weight),
-               "onednn": lambda: _onednn_mm(x, weight)}
+               "onednn": lambda: onednn_mm(x, weight)}
     best = dict.fromkeys(kernels, float("inf"))
     with torch.no_grad():
         for round_ in range(6):  # the first round warms both up and is not counted
@@ -361,7 +389,7 @@ def training_layers(*models: Any, only_if_faster: bool = True) -> Iterator[None]
         yield
 
 
-def _packed_linear(bias: torch.Tensor | None, packed: torch.Tensor,
+def packed_linear(bias: torch.Tensor | None, packed: torch.Tensor,
                    x: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
@@ -373,7 +401,7 @@ def _packed(linears: list[torch.nn.Linear], rows: int
         return None
     try:
         with torch.no_grad():
-            return [(m, functools.partial(_packed_linear, m.bias, reorder(m.weight, rows)))
+            return [(m, functools.partial(packed_linear, m.bias, reorder(m.weight, rows)))
                     for m in linears]
     except RuntimeError:  # a oneDNN build without the blocked layout for this CPU
         return None
