@@ -99,9 +99,9 @@ def run_trl(a: argparse.Namespace) -> None:
 
 # --- our side (runs in the project's venv) ---
 
-ABLATIONS = ("hf_generate", "unpacked_decode", "mkl_linears", "mkl_grad_linears",
-             "autograd_accumulation",
-             "onednn_everywhere", "fresh_training_memory",
+ABLATIONS = ("hf_generate", "model_forward_decode", "unpacked_decode", "mkl_linears",
+             "mkl_grad_linears", "autograd_accumulation",
+             "onednn_everywhere", "fresh_training_memory", "trimmed_heap",
              "frozen_in_micro_batches",
              "unshared_prompts", "unfused_adamw", "glibc_malloc", "small_pages", "whole_batch")
 
@@ -113,6 +113,7 @@ def ablate(name: str) -> dict[str, Any]:
 
     import torch
 
+    import training.decode
     import training.engine
     import training.logprobs
     import training.ppo
@@ -121,6 +122,12 @@ def ablate(name: str) -> dict[str, Any]:
 
     if name == "hf_generate":  # HF generate instead of our decode loop
         training.rollout.decoder_and_head = lambda model: None  # type: ignore[assignment]
+    elif name in ("model_forward_decode", "unpacked_decode"):  # no training.llama_decode
+        training.decode.llama_decode.lean_decoder = lambda *a, **kw: None  # type: ignore
+        training.rollout.uses_lean_decoder = lambda model: False  # type: ignore[assignment]
+        if name == "unpacked_decode":  # ... and the decode's weights in their plain layout
+            training.rollout.decode_linears = (  # type: ignore[attr-defined]
+                lambda *models, rows: training.runtime.onednn_linears(*models))
     elif name in ("mkl_linears", "mkl_grad_linears"):  # torch's default BLAS (MKL)
         from unittest import mock
 
@@ -137,13 +144,18 @@ def ablate(name: str) -> dict[str, Any]:
     elif name == "autograd_accumulation":  # weight gradients fresh, added by AccumulateGrad
         sys.modules["training.grpo"].training_layers = training.runtime.onednn_linears  # type: ignore
         training.ppo.training_layers = training.runtime.onednn_linears  # type: ignore
-    elif name == "unpacked_decode":  # the decode's weights in their plain layout
-        training.rollout.decode_linears = (  # type: ignore[attr-defined]
-            lambda *models, rows: training.runtime.onednn_linears(*models))
     elif name == "onednn_everywhere":  # oneDNN for every layer, not only where measured faster
         training.runtime.onednn_is_faster = lambda i, o: True  # type: ignore[assignment]
     elif name == "fresh_training_memory":  # PPO's updates map every block over 128 kB afresh
         training.ppo.TRAINING_REUSE_BYTES = training.runtime.MMAP_THRESHOLD_BYTES  # type: ignore
+    elif name == "trimmed_heap":  # the heap's free memory handed back after every phase
+        plain = training.runtime.reuse_freed_memory
+
+        def trimmed(below: int = training.runtime.REUSE_THRESHOLD_BYTES, *,
+                    keep: bool = False) -> Any:
+            return plain(below)
+        training.rollout.reuse_freed_memory = trimmed  # type: ignore[assignment]
+        sys.modules["training.grpo"].reuse_freed_memory = trimmed  # type: ignore
     elif name == "frozen_in_micro_batches":  # the no-grad passes split as training is
         def training_split(config: Any, state: Any, rollout: Any) -> Any:
             rows = len(rollout.input_ids)

@@ -29,6 +29,7 @@ from training.runtime import (
     Stopwatch,
     onednn_linears,
     peak_memory_mb,
+    release_freed_memory,
     resolve_device,
     resolve_dtype,
     return_freed_memory_to_the_os,
@@ -110,6 +111,7 @@ def run_steps(config: C, state: S,
             saved_at = step
     if result.steps > saved_at:
         result.checkpoints.append(save(config, state, result.steps, sink))
+    release_freed_memory()  # what the steps' heap kept for the next step
     return result, metrics
 
 

@@ -51,7 +51,7 @@ from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
 from training.runtime import (
-    TRAINING_REUSE_BYTES,
+    KEPT_REUSE_BYTES,
     Stopwatch,
     adamw,
     reuse_freed_memory,
@@ -121,7 +121,7 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     clock.lap("reference")
     # --- update ---
     weights = token_weights(rollout.action_mask, config.loss_type, config.max_new_tokens)
-    with training_layers(state.policy), reuse_between_micro_batches(len(parts)):
+    with training_layers(state.policy), keep_the_heap():
         metrics |= _update(config, state, rollout, parts, advantages, weights, ref_logprobs,
                            old_logprobs, clock)
     # --- log ---
@@ -132,16 +132,15 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     return metrics, samples
 
 
-def reuse_between_micro_batches(passes: int) -> contextlib.AbstractContextManager[None]:
-    """Where the update runs in several micro-batches, the heap serves the blocks under 2 MB
-    again, so each micro-batch reuses the activations the previous one freed instead of
-    faulting in fresh pages: on the default step (``bench/grpo_length.py``, 4 x 8 rows in
-    micro-batches of 4, Xeon, 2026-12-03) 21.6-21.9 s a step against 24.6-25.2 s, for 3801-3817
-    MB peak against 3639-3644 MB. In one pass there is nothing to reuse them for: 1 x 8 rows
-    peaked 262 MB higher and ran no faster."""
-    if passes > 1:
-        return reuse_freed_memory(TRAINING_REUSE_BYTES)
-    return contextlib.nullcontext()
+def keep_the_heap() -> contextlib.AbstractContextManager[None]:
+    """The update's blocks under 8 MB come from the heap, which keeps them for the next
+    step's update (and the rollout's, which keeps its own): every step allocates the same
+    activations and gradients again, so after the first step they fault in no fresh pages.
+    On 1 x 8 rows of SmolLM2 (``bench/vs_trl.py``'s work, Xeon, 2026-12-03, 2 threads, steps
+    2-4): forward 0.99-1.09 s against 1.5-2.4 s, backward 1.8-2.0 s against 2.6-3.0 s, a
+    step 7.9-8.7 s against 10.2-11.5 s, for 3911 MB peak against 3629 MB. The heap goes back
+    to the system at the end of the run."""
+    return reuse_freed_memory(KEPT_REUSE_BYTES, keep=True)
 
 
 def _update(config: GRPOConfig, state: State, rollout: Rollout, parts: Sequence[slice],

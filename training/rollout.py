@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
-from training.decode import decoder_and_head, sample
+from training.decode import decoder_and_head, sample, uses_lean_decoder
 from training.logprobs import completion_logprobs
 from training.runtime import decode_linears, reuse_freed_memory
 
@@ -103,7 +104,11 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *,
     was_training = model.training
     model.eval()
     if decoder_and_head(model) is not None:
-        with decode_linears(model, rows=prompt_ids.shape[0]), reuse_freed_memory():
+        # the lean decoder lays its own (fused) weights out; the model's forward needs its
+        # layers' copies
+        packing = contextlib.nullcontext() if uses_lean_decoder(model) else \
+            decode_linears(model, rows=prompt_ids.shape[0])
+        with packing, reuse_freed_memory(keep=True):
             completion_ids, _ = sample(
                 model, unique_ids, unique_mask, group_size=group_size,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos=eos,
