@@ -101,7 +101,8 @@ def run_trl(a: argparse.Namespace) -> None:
 
 ABLATIONS = ("hf_generate", "model_forward_decode", "unpacked_decode", "mkl_linears",
              "mkl_grad_linears", "autograd_accumulation",
-             "onednn_everywhere", "fresh_training_memory", "trimmed_heap",
+             "autograd_logprobs", "onednn_everywhere", "fresh_training_memory",
+             "trimmed_heap",
              "frozen_in_micro_batches",
              "unshared_prompts", "unfused_adamw", "glibc_malloc", "small_pages", "whole_batch")
 
@@ -147,7 +148,9 @@ def ablate(name: str) -> dict[str, Any]:
     elif name == "onednn_everywhere":  # oneDNN for every layer, not only where measured faster
         training.runtime.onednn_is_faster = lambda i, o: True  # type: ignore[assignment]
     elif name == "fresh_training_memory":  # PPO's updates map every block over 128 kB afresh
-        training.ppo.TRAINING_REUSE_BYTES = training.runtime.MMAP_THRESHOLD_BYTES  # type: ignore
+        training.ppo.KEPT_REUSE_BYTES = training.runtime.MMAP_THRESHOLD_BYTES  # type: ignore
+    elif name == "autograd_logprobs":  # the LM head's log-probabilities through autograd
+        training.logprobs.head_logprobs = training.logprobs.head_logprobs_autograd  # type: ignore
     elif name == "trimmed_heap":  # the heap's free memory handed back after every phase
         plain = training.runtime.reuse_freed_memory
 

@@ -8,6 +8,10 @@ times although the G rows share it. Here the prompt's keys and values are comput
 distinct prompt and copied to its G rows, then each step writes one position into a buffer
 sized for the whole completion.
 
+Where the architecture is one :mod:`training.llama_decode` reproduces (Llama, SmolLM, Qwen2
+without adapters), the prefill and each step run through its lean layers on its own cache;
+otherwise through the model's forward on a :class:`PreallocatedLayer` cache.
+
 The draw is the same distribution as ``generate``'s (temperature, then nucleus), sampled by
 inverting the cumulative distribution with one uniform number per row, which is cheaper than
 ``torch.multinomial``'s exponential per vocabulary entry.

@@ -7,9 +7,9 @@ norm, the mask built anew each step, the rotary angles recomputed in every layer
 interface's dispatch, keys repeated for grouped-query attention) cost about a third of a
 SmolLM2 decode step on a CPU. Here:
 
-- q, k and v are one product, gate and up another (copies of the weights concatenated once per
-  rollout; on the CPU at fp32 laid out in oneDNN's blocked format for the decode's row count,
-  as :func:`training.runtime.decode_linears` does for single layers);
+- on the CPU at fp32, q, k and v are one product and gate and up another, by copies of the
+  weights concatenated and laid out once per rollout in oneDNN's blocked format for the
+  decode's row count (as :func:`training.runtime.decode_linears` does for single layers);
 - the rotary table is computed once per rollout, by the model's own rotary module (so every
   scaling type it knows holds), and applied to q and k together;
 - grouped-query attention reads the ``n_rep`` query heads that share a key head as ``n_rep``
@@ -40,20 +40,33 @@ DYNAMIC_ROPE = ("dynamic", "longrope")
 Product = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _packs(weight: torch.Tensor) -> bool:
+    """Whether products by ``weight`` go through a copy laid out for the decode's rows."""
+    return (weight.device.type == "cpu" and weight.dtype == torch.float32
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
 def _product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Product:
     """``x @ weight.T + bias`` for 2-D ``x``; on the CPU at fp32 by a copy of ``weight`` laid
     out once for ``rows``-row products (any row count still works)."""
-    reorder = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
-    if weight.device.type == "cpu" and weight.dtype == torch.float32 and reorder is not None:
+    if _packs(weight):
         try:
-            return functools.partial(packed_linear, bias, reorder(weight, rows))
+            reordered = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+            return functools.partial(packed_linear, bias, reordered)
         except RuntimeError:  # a oneDNN build without the blocked layout for this CPU
             pass
     return functools.partial(F.linear, weight=weight, bias=bias)
 
 
 def _fused(linears: list[torch.nn.Linear], rows: int) -> Product:
-    weight = torch.cat([m.weight for m in linears]) if len(linears) > 1 else linears[0].weight
+    """One product for several layers reading the same input, their outputs side by side.
+    Where the weights are laid out anyway (the CPU at fp32), into one copy; elsewhere each
+    weight stays where it is (a concatenated copy would add their size, gigabytes on a large
+    model's GPU) and only the few-row outputs are joined."""
+    if not _packs(linears[0].weight):
+        products = [_product(m.weight, m.bias, rows) for m in linears]
+        return lambda x: torch.cat([product(x) for product in products], dim=-1)
+    weight = torch.cat([m.weight for m in linears])
     biases = [m.bias for m in linears]
     bias = None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
     return _product(weight, bias, rows)

@@ -93,7 +93,8 @@ def head_logprobs(head: Any, hidden: torch.Tensor, targets: torch.Tensor, temper
     """``log softmax(head(hidden) / temperature)`` read at ``targets`` (B, T), a few positions
     at a time; and the entropy of each position's distribution when asked."""
     if entropy_grad and with_entropy:  # the entropy bonus: autograd through every chunk
-        return _head_logprobs_autograd(head, hidden, targets, temperature)
+        return head_logprobs_autograd(head, hidden, targets, temperature, with_entropy=True,
+                                      entropy_grad=True)
     batch, length = targets.shape
     logprobs, entropies = _TargetLogprobs.apply(
         hidden.reshape(batch * length, -1), head.weight, head.bias, targets.reshape(-1),
@@ -189,9 +190,12 @@ class _TargetLogprobs(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None, None, None
 
 
-def _head_logprobs_autograd(head: Any, hidden: torch.Tensor, targets: torch.Tensor,
-                            temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """As :func:`head_logprobs` with the entropy's gradient, through plain autograd."""
+def head_logprobs_autograd(head: Any, hidden: torch.Tensor, targets: torch.Tensor,
+                           temperature: float, *, with_entropy: bool = False,
+                           entropy_grad: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """As :func:`head_logprobs`, through plain autograd a few rows at a time: the way for the
+    entropy's gradient (and, in ``bench/ablations.py``, the way before)."""
     batch, length = targets.shape
     vocab = head.weight.shape[0]
     rows = max(1, CHUNK_ELEMENTS // max(1, length * vocab))
@@ -200,8 +204,12 @@ def _head_logprobs_autograd(head: Any, hidden: torch.Tensor, targets: torch.Tens
         logits = head(hidden[start:start + rows]).float() / temperature  # (c, T, V)
         picked = logits.gather(-1, targets[start:start + rows].unsqueeze(-1)).squeeze(-1)
         logprobs.append(picked - logits.logsumexp(dim=-1))  # (c, T)
-        entropies.append(entropy(logits))
-    return torch.cat(logprobs), torch.cat(entropies)
+        if with_entropy and entropy_grad:
+            entropies.append(entropy(logits))
+        elif with_entropy:
+            with torch.no_grad():
+                entropies.append(entropy(logits.detach()))
+    return torch.cat(logprobs), torch.cat(entropies) if with_entropy else None
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
