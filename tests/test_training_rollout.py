@@ -277,3 +277,32 @@ def test_the_heads_logprobs_and_gradients_are_autograds_over_several_chunks(monk
     for p, grad in zip(params, expected_grads, strict=True):
         assert torch.allclose(p.grad, grad, atol=1e-5)
         assert p.grad.abs().sum() > 0
+
+
+def test_a_head_with_adapters_keeps_its_adapters_gradient():
+    """A LoRA-wrapped LM head computes more than ``hidden @ weight.T``: its log-probabilities
+    go through autograd, so the adapter's weights get their gradient."""
+    from peft import LoraConfig, get_peft_model
+
+    from training import logprobs as lp
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm_head = torch.nn.Linear(16, 50, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lm_head(x)
+
+    torch.manual_seed(0)
+    wrapped = get_peft_model(Head(), LoraConfig(r=2, target_modules=["lm_head"],
+                                                init_lora_weights=False))
+    head = wrapped.base_model.model.lm_head
+    hidden, targets = torch.randn(2, 3, 16), torch.randint(0, 50, (2, 3))
+
+    got, _ = lp.head_logprobs(head, hidden, targets, 1.0)
+    got.sum().backward()
+
+    expected = head(hidden).log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert head.lora_A["default"].weight.grad.abs().sum() > 0

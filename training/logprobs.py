@@ -92,9 +92,10 @@ def head_logprobs(head: Any, hidden: torch.Tensor, targets: torch.Tensor, temper
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``log softmax(head(hidden) / temperature)`` read at ``targets`` (B, T), a few positions
     at a time; and the entropy of each position's distribution when asked."""
-    if entropy_grad and with_entropy:  # the entropy bonus: autograd through every chunk
-        return head_logprobs_autograd(head, hidden, targets, temperature, with_entropy=True,
-                                      entropy_grad=True)
+    if (entropy_grad and with_entropy) or type(head) is not torch.nn.Linear:
+        # the entropy bonus, or a head wrapped (adapters) beyond ``hidden @ weight.T + bias``
+        return head_logprobs_autograd(head, hidden, targets, temperature,
+                                      with_entropy=with_entropy, entropy_grad=entropy_grad)
     batch, length = targets.shape
     logprobs, entropies = _TargetLogprobs.apply(
         hidden.reshape(batch * length, -1), head.weight, head.bias, targets.reshape(-1),
