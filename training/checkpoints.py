@@ -66,7 +66,10 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer
     for idx, entry in state["state"].items():
         for name, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
+                value = value.detach().cpu().contiguous()
+                if value.untyped_storage().nbytes() != value.nbytes:  # a view of a flat buffer
+                    value = value.clone()  # (training.runtime.adamw): safetensors saves whole
+                tensors[f"{idx}.{name}"] = value
             else:
                 scalars.setdefault(str(idx), {})[name] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}

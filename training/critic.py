@@ -19,7 +19,7 @@ from torch import nn
 from training.checkpoints import STATE_DIR
 from training.config import PPOConfig
 from training.modelhub import load_tokenizer
-from training.runtime import use_gradient_checkpointing
+from training.runtime import use_gradient_checkpointing, weights_in_own_memory
 
 CRITIC_FILE = "critic.safetensors"
 
@@ -75,6 +75,8 @@ def build_critic(config: PPOConfig, policy_tokenizer: Any, *, dtype: torch.dtype
         lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
                           target_modules="all-linear", lora_dropout=0.0)
         backbone = get_peft_model(backbone, lora)
+    else:
+        weights_in_own_memory(backbone)
     use_gradient_checkpointing(backbone, config.gradient_checkpointing)
     return Critic(backbone, int(backbone.config.hidden_size))
 

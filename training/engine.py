@@ -37,6 +37,7 @@ from training.runtime import (
     seed_everything,
     set_rng_state,
     use_gradient_checkpointing,
+    weights_in_own_memory,
 )
 
 MAX_PROMPT_TOKENS = 1024
@@ -132,7 +133,8 @@ def load_policy(config: RolloutConfig, device: torch.device, dtype: torch.dtype,
         if saved is not None and saved["adapter"] is not None:
             set_peft_model_state_dict(policy, saved["adapter"])
         return use_gradient_checkpointing(policy, config.gradient_checkpointing), None
-    full: Any = load_causal_lm(resume_from or config.model_path, dtype=dtype, device=device)
+    full: Any = weights_in_own_memory(
+        load_causal_lm(resume_from or config.model_path, dtype=dtype, device=device))
     use_gradient_checkpointing(full, config.gradient_checkpointing)
     reference = None
     if with_reference:

@@ -43,6 +43,7 @@ from training.runtime import (
     rng_state,
     set_rng_state,
     use_gradient_checkpointing,
+    weights_in_own_memory,
 )
 
 __all__ = ["RewardModelScorer", "TrainResult", "bradley_terry_loss", "format_pair",
@@ -221,8 +222,8 @@ def _load_trainable(config: RewardModelConfig, tokenizer: Any, device: torch.dev
                     saved: dict[str, Any] | None) -> Any:
     """The model to fit: every weight, or LoRA adapters plus the whole (new) head."""
     if not config.lora_rank:
-        full = load_reward_model(resume_from or config.model_path, tokenizer, dtype=dtype,
-                                 device=device)
+        full = weights_in_own_memory(load_reward_model(
+            resume_from or config.model_path, tokenizer, dtype=dtype, device=device))
         return use_gradient_checkpointing(full, config.gradient_checkpointing)
     from peft import LoraConfig, TaskType, get_peft_model, set_peft_model_state_dict
 
