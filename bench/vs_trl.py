@@ -286,6 +286,8 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
         "peak_gpu_mb": max((r.get("peak_gpu_mb") or 0) for r in runs) or None,
         "tokens_per_s_each_run": [round(r["tokens_per_s"], 2) for r in runs],
+        # the first step (the model loaded before it): AdamW's state, the first page faults
+        "first_step_s": round(statistics.median(r["step_s"][0] for r in runs), 2),
     }
 
 
