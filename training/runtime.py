@@ -126,12 +126,10 @@ def _glibc() -> Any:
 # The largest block the heap serves while a decode loop reuses freed memory (glibc's own
 # ceiling for its adjusted threshold): a decode step's logits and temporaries, far below it.
 REUSE_THRESHOLD_BYTES = 32 * 2**20
-# ... and while training passes do: blocks from 2 MB up are mapped in transparent huge pages
-# (THP_MEM_ALLOC_ENABLE), one fault per 2 MB, so only the smaller ones need the heap.
-TRAINING_REUSE_BYTES = 2 * 2**20
-# ... and where the heap keeps its free memory from one step to the next (GRPO's update):
-# huge pages cover only a block's aligned 2 MB spans, and the rest of a 3 MB MLP activation
-# faults in 4 kB at a time, so the heap serves those too.
+# ... and while training passes do, keeping it from one step to the next (GRPO's and PPO's
+# updates): blocks from 2 MB up are mapped in transparent huge pages (THP_MEM_ALLOC_ENABLE),
+# but only their aligned 2 MB spans, and the rest of a 3 MB MLP activation faults in 4 kB at
+# a time, so the heap serves blocks up to 8 MB.
 KEPT_REUSE_BYTES = 8 * 2**20
 # glibc's trim threshold while the heap keeps its free memory (an int: 1 GiB)
 KEPT_TRIM_THRESHOLD_BYTES = 2**30
