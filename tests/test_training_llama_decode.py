@@ -83,13 +83,39 @@ def test_qwen2s_attention_biases_and_untied_head_are_reproduced():
         assert torch.allclose(lean, plain, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["merged", "factored"])
+def test_lora_adapters_are_in_the_lean_steps_logits(dtype):
+    """A LoRA-wrapped policy (the engine's all-linear adapters, trained away from zero)
+    decodes through the lean steps with its adapters: merged into the laid-out weights on
+    the CPU at fp32, as PEFT's thin products at bf16."""
+    from peft import LoraConfig, get_peft_model
+
+    adapted = get_peft_model(_small(LlamaForCausalLM, LlamaConfig).to(dtype),
+                             LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                        init_lora_weights=False))
+    assert uses_lean_decoder(adapted)
+    ids = torch.randint(0, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with adapted.disable_adapter(), torch.inference_mode():  # the adapters change the logits
+        base = adapted(input_ids=ids, attention_mask=mask).logits[:, -1]
+
+    pairs = _both_ways(adapted, ids, mask)
+
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    for lean, plain in pairs:
+        assert torch.allclose(lean.float(), plain.float(), atol=tolerance)
+    first = pairs[0][0].float().view(2, 3, -1)[:, 0]
+    assert not torch.allclose(first, base.float(), atol=0.1)
+
+
 def test_what_the_steps_do_not_reproduce_goes_through_the_models_forward():
     from peft import LoraConfig, get_peft_model
 
     assert uses_lean_decoder(tiny_model())
-    adapted = get_peft_model(_small(LlamaForCausalLM, LlamaConfig),
-                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    assert not uses_lean_decoder(adapted)  # the adapters would be skipped
+    dora = get_peft_model(_small(LlamaForCausalLM, LlamaConfig),
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True))
+    assert not uses_lean_decoder(dora)  # DoRA's magnitudes would be skipped
     assert not uses_lean_decoder(_small(LlamaForCausalLM, LlamaConfig, hidden_act="gelu"))
     assert not uses_lean_decoder(_small(Qwen2ForCausalLM, Qwen2Config, use_sliding_window=True,
                                         sliding_window=4))

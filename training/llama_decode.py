@@ -17,8 +17,9 @@ SmolLM2 decode step on a CPU. Here:
 - the mask is a boolean row per sequence, extended in place.
 
 The numbers are the model's own up to float rounding (``tests/test_training_decode.py``
-compares logits with the Hugging Face forward, left padding included). Anything outside what
-this reproduces (adapters wrapped around a projection, sliding windows, q/k norms, other
+compares logits with the Hugging Face forward, left padding and LoRA adapters included:
+merged into the laid-out copies on the CPU at fp32, as PEFT computes them elsewhere).
+Anything outside what this reproduces (other adapter kinds, sliding windows, q/k norms, other
 activations or norms) is left to the model's forward: :func:`lean_decoder` returns None.
 """
 
@@ -58,22 +59,75 @@ def _product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Prod
     return functools.partial(F.linear, weight=weight, bias=bias)
 
 
-def _fused(linears: list[torch.nn.Linear], rows: int) -> Product:
+def _adapters(module: Any) -> list[tuple[torch.Tensor, torch.Tensor, Any, float]] | None:
+    """For PEFT's LoRA ``Linear`` computing ``base(x) + sum(scale * B(A(x)))`` over its active
+    adapters (plain LoRA: no DoRA or other variant, not merged, adapters on, no fan-in/fan-out
+    transposition): each adapter's (A, B, B's bias, scale); None for anything else."""
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:
+        return None
+    if type(module) is not LoraLinear or type(module.base_layer) is not torch.nn.Linear:
+        return None
+    if module.merged or module.disable_adapters or module.fan_in_fan_out:
+        return None
+    active = [a for a in module.active_adapters if a in module.lora_A]
+    if any(a in module.lora_variant for a in active):
+        return None
+    lora: Any = module  # its ModuleDicts hold untyped modules
+    return [(lora.lora_A[a].weight, lora.lora_B[a].weight, lora.lora_B[a].bias,
+             float(lora.scaling[a])) for a in active]
+
+
+def _base(module: Any) -> torch.nn.Linear:
+    return module if type(module) is torch.nn.Linear else module.base_layer
+
+
+def _weight_and_bias(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The layer's weight and bias, its LoRA adapters merged in (a fresh copy then)."""
+    base, adapters = _base(module), _adapters(module) or []
+    weight, bias = base.weight, base.bias
+    for a, b, b_bias, scale in adapters:
+        weight = weight + (b @ a).to(weight.dtype) * scale
+        if b_bias is not None:
+            bias = (b_bias * scale).to(weight.dtype) + (0 if bias is None else bias)
+    return weight, bias
+
+
+def _layer_product(module: Any, rows: int) -> Product:
+    """``module(x)`` for a plain or LoRA ``Linear``: where weights are laid out anyway (the CPU
+    at fp32) by the adapters merged into that copy; elsewhere as PEFT computes it, the base
+    product plus each adapter's two thin ones (a merged copy would add the layer's size)."""
+    adapters = _adapters(module)
+    if not adapters or _packs(_base(module).weight):
+        return _product(*_weight_and_bias(module), rows)
+    base = _product(_base(module).weight, _base(module).bias, rows)
+
+    def product(x: torch.Tensor) -> torch.Tensor:
+        result = base(x)
+        for a, b, b_bias, scale in adapters:
+            result = result + F.linear(F.linear(x.to(a.dtype), a), b, b_bias) * scale
+        return result.to(x.dtype)
+
+    return product
+
+
+def _fused(linears: list[Any], rows: int) -> Product:
     """One product for several layers reading the same input, their outputs side by side.
     Where the weights are laid out anyway (the CPU at fp32), into one copy; elsewhere each
     weight stays where it is (a concatenated copy would add their size, gigabytes on a large
     model's GPU) and only the few-row outputs are joined."""
-    if not _packs(linears[0].weight):
-        products = [_product(m.weight, m.bias, rows) for m in linears]
+    if not _packs(_base(linears[0]).weight):
+        products = [_layer_product(m, rows) for m in linears]
         return lambda x: torch.cat([product(x) for product in products], dim=-1)
-    weight = torch.cat([m.weight for m in linears])
-    biases = [m.bias for m in linears]
-    bias = None if biases[0] is None else torch.cat(biases)  # type: ignore[arg-type]
+    parts = [_weight_and_bias(m) for m in linears]
+    weight = torch.cat([w for w, _ in parts])
+    bias = None if parts[0][1] is None else torch.cat([b for _, b in parts])  # type: ignore[misc]
     return _product(weight, bias, rows)
 
 
-def _plain_linear(module: Any) -> bool:
-    return type(module) is torch.nn.Linear
+def _reproducible_linear(module: Any) -> bool:
+    return type(module) is torch.nn.Linear or _adapters(module) is not None
 
 
 def _supported(base: Any, decoder: Any, head: Any) -> bool:
@@ -86,14 +140,14 @@ def _supported(base: Any, decoder: Any, head: Any) -> bool:
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) in DYNAMIC_ROPE:
         return False
-    if not (_plain_linear(head) and type(decoder.embed_tokens) is torch.nn.Embedding
+    if not (type(head) is torch.nn.Linear and type(decoder.embed_tokens) is torch.nn.Embedding
             and hasattr(decoder, "rotary_emb") and hasattr(decoder.norm, "variance_epsilon")):
         return False
     for layer in decoder.layers:
         attn, mlp = layer.self_attn, layer.mlp
         parts = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")] + \
             [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
-        if not all(_plain_linear(p) for p in parts) or hasattr(attn, "q_norm"):
+        if not all(_reproducible_linear(p) for p in parts) or hasattr(attn, "q_norm"):
             return False
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         if not all(type(n).__name__.endswith("RMSNorm") and hasattr(n, "variance_epsilon")
@@ -112,9 +166,9 @@ class _Layer:
     def __init__(self, layer: Any, rows: int):
         attn, mlp = layer.self_attn, layer.mlp
         self.qkv = _fused([attn.q_proj, attn.k_proj, attn.v_proj], rows)
-        self.o = _product(attn.o_proj.weight, attn.o_proj.bias, rows)
+        self.o = _layer_product(attn.o_proj, rows)
         self.gate_up = _fused([mlp.gate_proj, mlp.up_proj], rows)
-        self.down = _product(mlp.down_proj.weight, mlp.down_proj.bias, rows)
+        self.down = _layer_product(mlp.down_proj, rows)
         self.norm_in, self.norm_post = layer.input_layernorm, layer.post_attention_layernorm
         self.scaling = float(attn.scaling)
 
