@@ -13,7 +13,8 @@ by default a large-tensor read measured in the same run).
     python3 bench/decode_bandwidth.py --device cuda --precision bf16 --peak-gbs 4800
 
 ``--model-forward`` runs each step through the model's own forward (the way before
-:mod:`training.llama_decode`), ``--unpacked`` also with the weights in their plain layout.
+:mod:`training.llama_decode`), ``--unpacked`` also with the weights in their plain layout;
+``--lora-rank 16`` decodes a LoRA-wrapped model (the bytes counted are the wrapped model's).
 """
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--unpacked", action="store_true",
                    help="weights in their plain layout (re-laid out by every product)")
+    p.add_argument("--lora-rank", type=int, default=0,
+                   help="wrap the model in LoRA adapters of this rank on every linear layer")
     p.add_argument("--model-forward", action="store_true",
                    help="each step through the model's own forward, not training.llama_decode")
     p.add_argument("--peak-gbs", type=float, default=0.0,
@@ -74,6 +77,11 @@ def main() -> None:
     dtype = resolve_dtype(a.precision, device)
     tok = load_tokenizer(a.model)
     model = load_causal_lm(a.model, dtype=dtype, device=device).eval()
+    if a.lora_rank:  # as the engine's LoRA runs: all-linear, alpha 2r
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(
+            r=a.lora_rank, lora_alpha=2 * a.lora_rank, target_modules="all-linear",
+            lora_dropout=0.0)).eval()
     text = render_prompt(tok, "Summarize: The cat sat on the mat all day because it was warm "
                          "and sunny outside, and the dog was asleep.", True)
     enc = tok([text], return_tensors="pt", add_special_tokens=False).to(device)
