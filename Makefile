@@ -109,7 +109,7 @@ bench-trl-ppo-env: $(TRL_PPO_STAMP)  ## TRL 1.12 (PPOTrainer) for bench/vs_trl_p
 # SmolLM2's config and tokenizer (the weights are too large to travel; the check builds the
 # same shape with random weights), and the reference script from ../shared/bench.
 GPU_CARRY ?= var/gpu-carry
-GPU_WHEELS := $(TRL_SPEC) datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+GPU_WHEELS := $(TRL_SPEC) datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 peft==0.21.2
 
 gpu-carry: install  ## prepare var/gpu-carry for bench/gpu_check.sh (see its header)
 	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)/wheels $(GPU_CARRY)/smollm2-config

@@ -3,12 +3,13 @@
 #   1. the suite's CUDA-marked tests (bf16 steps, precision auto, a GPU checkpoint on the CPU)
 #      and the decode tests, on the machine's own PyTorch;
 #   2. bench/vs_trl.py on the GPU, bf16 then fp32 (goal: 2x TRL's tokens/s there too);
-#   3. bench/decode_bandwidth.py: the decode step's share of the HBM bandwidth bound;
+#   3. bench/decode_bandwidth.py: the decode step's share of the HBM bandwidth bound (and the
+#      lean steps against the model's forward, with and without LoRA);
 #   4. bench/vs_trl_ppo.py on the GPU, fp32 (TRL 1.12's PPOTrainer, from its own wheel).
 # Results land in $OUT (the device tool brings them back): one log or JSON file per part.
 #
 # Here, before: `make gpu-carry` (TRL's wheels, tiny-llama, SmolLM2's config and tokenizer,
-# the reference script; about 21 MB). Then, through the device tool:
+# the reference script; about 23 MB). Then, through the device tool:
 #   run(command="bash bench/gpu_check.sh", carry=["var/gpu-carry"], timeout_s=600)
 # A GPU machine reaches no registry and gets no ../shared, hence the carried folder. SmolLM2's
 # weights (94 MB of GGUF) do not travel: the benchmark runs a model of SmolLM2-135M's exact
@@ -68,6 +69,12 @@ PEAK=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H100 && echo 
 for rows in 8 64; do
   timeout 60 "$PY" bench/decode_bandwidth.py --device cuda --precision bf16 --model "$MODEL" \
     --rows "$rows" --peak-gbs "$PEAK" | tee -a "$OUT/decode_bandwidth.json" || status=1
+done
+# the lean steps against the model's own forward (and with LoRA adapters), 8 rows
+for flags in "--model-forward" "--lora-rank 16" "--lora-rank 16 --model-forward"; do
+  # shellcheck disable=SC2086  # the flags split into words on purpose
+  timeout 60 "$PY" bench/decode_bandwidth.py --device cuda --precision bf16 --model "$MODEL" \
+    --rows 8 --peak-gbs "$PEAK" $flags | tee -a "$OUT/decode_bandwidth.json" || status=1
 done
 echo "== 4. PPO vs TRL 1.12's PPOTrainer on the GPU"
 if ls "$CARRY"/wheels-ppo/*.whl >/dev/null 2>&1; then
