@@ -147,8 +147,8 @@ def ablate(name: str) -> dict[str, Any]:
         training.ppo.training_layers = training.runtime.onednn_linears  # type: ignore
     elif name == "onednn_everywhere":  # oneDNN for every layer, not only where measured faster
         training.runtime.onednn_is_faster = lambda i, o: True  # type: ignore[assignment]
-    elif name == "fresh_training_memory":  # PPO's updates map every block over 128 kB afresh
-        training.ppo.KEPT_REUSE_BYTES = training.runtime.MMAP_THRESHOLD_BYTES  # type: ignore
+    elif name == "fresh_training_memory":  # the updates map every block over 128 kB afresh
+        training.runtime.KEPT_REUSE_BYTES = training.runtime.MMAP_THRESHOLD_BYTES  # type: ignore
     elif name == "autograd_logprobs":  # the LM head's log-probabilities through autograd
         training.logprobs.head_logprobs = training.logprobs.head_logprobs_autograd  # type: ignore
     elif name == "trimmed_heap":  # the heap's free memory handed back after every phase
@@ -158,7 +158,8 @@ def ablate(name: str) -> dict[str, Any]:
                     keep: bool = False) -> Any:
             return plain(below)
         training.rollout.reuse_freed_memory = trimmed  # type: ignore[assignment]
-        sys.modules["training.grpo"].reuse_freed_memory = trimmed  # type: ignore
+        training.runtime.reuse_freed_memory = trimmed  # type: ignore[assignment]  # the updates'
+
     elif name == "frozen_in_micro_batches":  # the no-grad passes split as training is
         def training_split(config: Any, state: Any, rollout: Any) -> Any:
             rows = len(rollout.input_ids)

@@ -39,8 +39,9 @@ def _both_ways(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, st
         lean = llama_decode.lean_decoder(model, *parts, rows=len(rows),
                                          capacity=ids.shape[1] + steps + 1)
         assert lean is not None
-        plain, advance = _model_steps(*parts, ids, mask, rows, steps + 1)
-        out = [(lean.prefill(ids, mask, rows), plain)]
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        plain, advance = _model_steps(*parts, ids, mask, positions, rows, steps + 1)
+        out = [(lean.prefill(ids, mask, positions, rows), plain)]
         for _ in range(steps):
             token = torch.randint(0, vocab, (len(rows),), generator=generator)
             out.append((lean.step(token), advance(token)))

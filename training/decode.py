@@ -8,9 +8,9 @@ times although the G rows share it. Here the prompt's keys and values are comput
 distinct prompt and copied to its G rows, then each step writes one position into a buffer
 sized for the whole completion.
 
-Where the architecture is one :mod:`training.llama_decode` reproduces (Llama, SmolLM, Qwen2
-without adapters), the prefill and each step run through its lean layers on its own cache;
-otherwise through the model's forward on a :class:`PreallocatedLayer` cache.
+Where the architecture is one :mod:`training.llama_decode` reproduces (Llama, SmolLM,
+Qwen2, plain LoRA adapters or none), the prefill and each step run through its lean layers on
+its own cache; otherwise through the model's forward on a :class:`PreallocatedLayer` cache.
 
 The draw is the same distribution as ``generate``'s (temperature, then nucleus), sampled by
 inverting the cumulative distribution with one uniform number per row, which is cheaper than
@@ -119,14 +119,13 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float) -> torch
 
 
 def _model_steps(decoder: Any, head: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                 rows: torch.Tensor, max_new_tokens: int
+                 positions: torch.Tensor, rows: torch.Tensor, max_new_tokens: int
                  ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """The next token's logits after the prompts (B, V), and a function from one more token
     per row (B,) to the logits after it, through the model's own forward."""
     kwarg = cache_kwarg(decoder)
     width = prompt_ids.shape[1]
     cache = new_cache(decoder.config.num_hidden_layers, width + max_new_tokens)
-    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P)
     hidden = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
                      use_cache=True, **{kwarg: cache}).last_hidden_state[:, -1]  # (N, H)
     cache.reorder_cache(rows)  # type: ignore[arg-type]  # the prompt's keys and values, copied to its G rows
@@ -160,13 +159,15 @@ def sample(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *,
     assert parts is not None, "this architecture samples through generate()"
     n, width = prompt_ids.shape
     rows = torch.arange(n, device=prompt_ids.device).repeat_interleave(group_size)  # (B,)
+    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P), as the training passes
     lean = llama_decode.lean_decoder(model, *parts, rows=len(rows),
                                      capacity=width + max_new_tokens)
     advance: Callable[[torch.Tensor], torch.Tensor]
     if lean is not None:
-        logits, advance = lean.prefill(prompt_ids, prompt_mask, rows), lean.step
+        logits, advance = lean.prefill(prompt_ids, prompt_mask, positions, rows), lean.step
     else:
-        logits, advance = _model_steps(*parts, prompt_ids, prompt_mask, rows, max_new_tokens)
+        logits, advance = _model_steps(*parts, prompt_ids, prompt_mask, positions, rows,
+                                       max_new_tokens)
     eos_ids = torch.tensor(eos, device=prompt_ids.device)
     done = torch.zeros(len(rows), dtype=torch.bool, device=prompt_ids.device)
     tokens: list[torch.Tensor] = []

@@ -19,7 +19,6 @@ Where this departs from the paper, and why:
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -51,10 +50,9 @@ from training.modelhub import load_tokenizer
 from training.rewards import score
 from training.rollout import Rollout, completion_logprobs, prompt_text
 from training.runtime import (
-    KEPT_REUSE_BYTES,
     Stopwatch,
     adamw,
-    reuse_freed_memory,
+    keep_training_memory,
     training_layers,
 )
 
@@ -121,7 +119,7 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     clock.lap("reference")
     # --- update ---
     weights = token_weights(rollout.action_mask, config.loss_type, config.max_new_tokens)
-    with training_layers(state.policy), keep_the_heap():
+    with training_layers(state.policy), keep_training_memory():
         metrics |= _update(config, state, rollout, parts, advantages, weights, ref_logprobs,
                            old_logprobs, clock)
     # --- log ---
@@ -130,17 +128,6 @@ def grpo_step(config: GRPOConfig, state: State, should_stop: Callable[[], bool]
     samples = sample_records(prompts, rollout, rewards, per_source, advantages,
                              config.samples_per_step)
     return metrics, samples
-
-
-def keep_the_heap() -> contextlib.AbstractContextManager[None]:
-    """The update's blocks under 8 MB come from the heap, which keeps them for the next
-    step's update (and the rollout's, which keeps its own): every step allocates the same
-    activations and gradients again, so after the first step they fault in no fresh pages.
-    On 1 x 8 rows of SmolLM2 (``bench/vs_trl.py``'s work, Xeon, 2026-12-03, 2 threads, steps
-    2-4): forward 0.99-1.09 s against 1.5-2.4 s, backward 1.8-2.0 s against 2.6-3.0 s, a
-    step 7.9-8.7 s against 10.2-11.5 s, for 3911 MB peak against 3629 MB. The heap goes back
-    to the system at the end of the run."""
-    return reuse_freed_memory(KEPT_REUSE_BYTES, keep=True)
 
 
 def _update(config: GRPOConfig, state: State, rollout: Rollout, parts: Sequence[slice],

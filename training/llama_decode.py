@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.runtime import packed_linear
+from training.runtime import can_pack, packed_product
 
 SUPPORTED_TYPES = ("llama", "qwen2")
 # rotary types whose angles depend on the sequence length seen so far: one table cannot hold
@@ -41,40 +41,34 @@ DYNAMIC_ROPE = ("dynamic", "longrope")
 Product = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _packs(weight: torch.Tensor) -> bool:
-    """Whether products by ``weight`` go through a copy laid out for the decode's rows."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.float32
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
-
-
 def _product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Product:
     """``x @ weight.T + bias`` for 2-D ``x``; on the CPU at fp32 by a copy of ``weight`` laid
-    out once for ``rows``-row products (any row count still works)."""
-    if _packs(weight):
-        try:
-            reordered = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
-            return functools.partial(packed_linear, bias, reordered)
-        except RuntimeError:  # a oneDNN build without the blocked layout for this CPU
-            pass
-    return functools.partial(F.linear, weight=weight, bias=bias)
+    out once for ``rows``-row products (:func:`training.runtime.packed_product`)."""
+    return packed_product(weight, bias, rows) or functools.partial(F.linear, weight=weight,
+                                                                   bias=bias)
 
 
-def _adapters(module: Any) -> list[tuple[torch.Tensor, torch.Tensor, Any, float]] | None:
+@functools.cache
+def _lora_linear() -> Any:
+    """PEFT's LoRA ``Linear`` class (imported once: every layer asks), None without PEFT."""
+    try:
+        from peft.tuners.lora.layer import Linear
+    except ImportError:
+        return None
+    return Linear
+
+
+def _adapters(lora: Any) -> list[tuple[torch.Tensor, torch.Tensor, Any, float]] | None:
     """For PEFT's LoRA ``Linear`` computing ``base(x) + sum(scale * B(A(x)))`` over its active
     adapters (plain LoRA: no DoRA or other variant, not merged, adapters on, no fan-in/fan-out
     transposition): each adapter's (A, B, B's bias, scale); None for anything else."""
-    try:
-        from peft.tuners.lora.layer import Linear as LoraLinear
-    except ImportError:
+    if type(lora) is not _lora_linear() or type(lora.base_layer) is not torch.nn.Linear:
         return None
-    if type(module) is not LoraLinear or type(module.base_layer) is not torch.nn.Linear:
+    if lora.merged or lora.disable_adapters or lora.fan_in_fan_out:
         return None
-    if module.merged or module.disable_adapters or module.fan_in_fan_out:
+    active = [a for a in lora.active_adapters if a in lora.lora_A]
+    if any(a in lora.lora_variant for a in active):
         return None
-    active = [a for a in module.active_adapters if a in module.lora_A]
-    if any(a in module.lora_variant for a in active):
-        return None
-    lora: Any = module  # its ModuleDicts hold untyped modules
     return [(lora.lora_A[a].weight, lora.lora_B[a].weight, lora.lora_B[a].bias,
              float(lora.scaling[a])) for a in active]
 
@@ -99,7 +93,7 @@ def _layer_product(module: Any, rows: int) -> Product:
     at fp32) by the adapters merged into that copy; elsewhere as PEFT computes it, the base
     product plus each adapter's two thin ones (a merged copy would add the layer's size)."""
     adapters = _adapters(module)
-    if not adapters or _packs(_base(module).weight):
+    if not adapters or can_pack(_base(module).weight):
         return _product(*_weight_and_bias(module), rows)
     base = _product(_base(module).weight, _base(module).bias, rows)
 
@@ -117,7 +111,7 @@ def _fused(linears: list[Any], rows: int) -> Product:
     Where the weights are laid out anyway (the CPU at fp32), into one copy; elsewhere each
     weight stays where it is (a concatenated copy would add their size, gigabytes on a large
     model's GPU) and only the few-row outputs are joined."""
-    if not _packs(_base(linears[0]).weight):
+    if not can_pack(_base(linears[0]).weight):
         products = [_layer_product(m, rows) for m in linears]
         return lambda x: torch.cat([product(x) for product in products], dim=-1)
     parts = [_weight_and_bias(m) for m in linears]
@@ -202,13 +196,12 @@ class LeanDecoder:
         self.positions = torch.empty(0)
         self.length = 0
 
-    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor
-                ) -> torch.Tensor:
-        """Runs the distinct prompts (N, P), left-padded, once; fills each sequence's cache
-        with its prompt (sequence b takes prompt ``rows[b]``) and returns the logits of the
-        next token (B, V)."""
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Runs the distinct prompts (N, P), left-padded, at their ``positions`` (N, P) once;
+        fills each sequence's cache with its prompt (sequence b takes prompt ``rows[b]``) and
+        returns the logits of the next token (B, V)."""
         n, width = prompt_ids.shape
-        positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P)
         keep = prompt_mask.bool()
         causal = torch.ones(width, width, dtype=torch.bool, device=keep.device).tril()
         # a padding position may attend to itself: a row with nothing to attend to would be NaN
