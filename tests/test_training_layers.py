@@ -102,3 +102,41 @@ def test_embedding_padding_row_and_linear_bias_get_autograds_gradients(kernel):
     assert fused["0.weight"][3].abs().sum() > 0
     assert storage[0]["0.weight"] == storage[1]["0.weight"]
     assert storage[0]["1.weight"] == storage[1]["1.weight"]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_large_weights_gradients_go_into_one_buffer_every_update(kernel, tied):
+    """A weight of ``KEPT_REUSE_BYTES`` or more (SmolLM2's embedding, tied to its LM head, and
+    PPO's critic's own) gets its gradient written into the same tensor each update, with
+    ``zero_grad(set_to_none=True)`` between: the values are autograd's every time, and a
+    gradient that someone kept from the update before is left as it was."""
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(4096, 512)
+    assert embedding.weight.numel() * 4 >= training.runtime.KEPT_REUSE_BYTES
+    if tied:  # the LM head writes the gradient first, the embedding adds its rows
+        head = torch.nn.Linear(512, 4096, bias=False)
+        head.weight = embedding.weight
+    else:  # the embedding's zeroed buffer takes it
+        head = torch.nn.Linear(512, 3)
+    model = torch.nn.Sequential(embedding, head)
+    ids = torch.randint(0, 4096, (4, 6))
+
+    def loss_fn(m, batch):
+        return torch.log_softmax(m(batch), dim=-1)[..., 1].mean()
+
+    kept, pointers = [], []
+    for update in range(3):
+        batches = [ids[update % 2::2], ids[1 - update % 2::2]]
+        plain, _, _ = _grads_over_micro_batches(model, batches, loss_fn,
+                                                contextlib.nullcontext())
+        plain = {n: g.clone() for n, g in plain.items()}
+        fused, _, _ = _grads_over_micro_batches(model, batches, loss_fn, training_layers(model))
+        for name, grad in plain.items():
+            assert torch.allclose(fused[name], grad, atol=1e-6, rtol=1e-4), (update, name)
+        pointers.append(fused["0.weight"].data_ptr())
+        if update == 1:  # held past the next update's zero_grad: not reused, not overwritten
+            kept.append((fused["0.weight"], fused["0.weight"].clone()))
+        del fused, plain
+    assert pointers[0] == pointers[1] != pointers[2]
+    held, values = kept[0]
+    assert torch.equal(held, values)
