@@ -105,14 +105,14 @@ def test_embedding_padding_row_and_linear_bias_get_autograds_gradients(kernel):
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_large_weights_gradients_go_into_one_buffer_every_update(kernel, tied):
-    """A weight of ``KEPT_REUSE_BYTES`` or more (SmolLM2's embedding, tied to its LM head, and
-    PPO's critic's own) gets its gradient written into the same tensor each update, with
-    ``zero_grad(set_to_none=True)`` between: the values are autograd's every time, and a
-    gradient that someone kept from the update before is left as it was."""
+def test_embedding_gradients_match_autograd_update_after_update(kernel, tied):
+    """An embedding (tied to its LM head, as SmolLM2's, or not, as PPO's critic's) over
+    micro-batches, three updates with ``zero_grad(set_to_none=True)`` between: the values
+    are autograd's every time, and a gradient someone kept from an update before is left as
+    it was by the next ones (the accumulation is in place, so it must start from fresh
+    memory)."""
     torch.manual_seed(0)
     embedding = torch.nn.Embedding(4096, 512)
-    assert embedding.weight.numel() * 4 >= training.runtime.KEPT_REUSE_BYTES
     if tied:  # the LM head writes the gradient first, the embedding adds its rows
         head = torch.nn.Linear(512, 4096, bias=False)
         head.weight = embedding.weight
@@ -124,7 +124,7 @@ def test_large_weights_gradients_go_into_one_buffer_every_update(kernel, tied):
     def loss_fn(m, batch):
         return torch.log_softmax(m(batch), dim=-1)[..., 1].mean()
 
-    kept, pointers = [], []
+    kept = []
     for update in range(3):
         batches = [ids[update % 2::2], ids[1 - update % 2::2]]
         plain, _, _ = _grads_over_micro_batches(model, batches, loss_fn,
@@ -133,10 +133,8 @@ def test_large_weights_gradients_go_into_one_buffer_every_update(kernel, tied):
         fused, _, _ = _grads_over_micro_batches(model, batches, loss_fn, training_layers(model))
         for name, grad in plain.items():
             assert torch.allclose(fused[name], grad, atol=1e-6, rtol=1e-4), (update, name)
-        pointers.append(fused["0.weight"].data_ptr())
         if update == 1:  # held past the next update's zero_grad: not reused, not overwritten
             kept.append((fused["0.weight"], fused["0.weight"].clone()))
         del fused, plain
-    assert pointers[0] == pointers[1] != pointers[2]
     held, values = kept[0]
     assert torch.equal(held, values)

@@ -9,7 +9,6 @@ import random
 import resource
 import sys
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -271,7 +270,7 @@ class _Embedding(torch.autograd.Function):
             keep = ids != ctx.padding_idx
             ids, rows = ids[keep], rows[keep]
         if weight.grad is None:
-            weight.grad = grad_buffer(weight).zero_()
+            weight.grad = torch.zeros_like(weight)
         weight.grad.index_add_(0, ids, rows.to(weight.grad.dtype))
         return None, None, None
 
@@ -283,52 +282,19 @@ def _linear_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return torch.nn.functional.linear(x, weight, bias)
 
 
-# id(weight) -> the tensor its gradient is written into each update (see grad_buffer),
-# dropped with the weight (a WeakKeyDictionary would compare tensors by value)
-_GRAD_BUFFERS: dict[int, torch.Tensor] = {}
-_UNSHARED_REFS = 3  # a buffer's references when nothing else holds it: the table's, the
-# caller's name for it and getrefcount's argument
-
-
-def _pools_grad(weight: torch.Tensor) -> bool:
-    return weight.device.type == "cpu" and \
-        weight.numel() * weight.element_size() >= KEPT_REUSE_BYTES
-
-
-def grad_buffer(weight: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor to become ``weight.grad``. A CPU weight of ``KEPT_REUSE_BYTES``
-    or more (SmolLM2's 113 MB embedding, tied to its LM head) gets the same one every update:
-    the heap does not keep blocks that large, so each fresh one is mapped anew and faults in
-    page by page, which in a PPO update on the AMD Zen 4 of 2026-12-05 took ~120 ms per
-    113 MB (the critic's embedding gradient alone 8 times a step) against 3 ms to zero a
-    mapped one. Between updates ``zero_grad(set_to_none=True)`` drops ``.grad`` and the
-    buffer stays here, with its weight; one that anything else still holds is not reused."""
-    if not _pools_grad(weight):
-        return torch.empty_like(weight)
-    buffer = _GRAD_BUFFERS.get(id(weight))
-    if buffer is None:
-        weakref.finalize(weight, _GRAD_BUFFERS.pop, id(weight), None)
-    if (buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype
-            or sys.getrefcount(buffer) > _UNSHARED_REFS):
-        buffer = _GRAD_BUFFERS[id(weight)] = torch.empty_like(weight)
-    return buffer
-
-
 def add_product_to_grad(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                          onednn: bool) -> None:
-    """``weight.grad += a @ b`` in place; the first time, the product is written into
-    :func:`grad_buffer` (through oneDNN with ``onednn`` where the weight is not pooled).
-    Adding always goes through BLAS's accumulating product: oneDNN has none, and its fresh
-    product plus the add was slower for every shape of SmolLM2's update on the Zen 4 of
-    2026-12-05 (LM head, 85-row chunk: 42 ms against 24.5 ms; MLP, 116 rows: 1.7 against
-    1.0 ms)."""
+    """``weight.grad += a @ b`` in place (the product becomes ``.grad`` the first time, through
+    oneDNN with ``onednn``). Adding always goes through BLAS's accumulating product: oneDNN
+    has none, and its fresh product plus the add was slower for every shape of SmolLM2's
+    update on the Zen 4 of 2026-12-05 (LM head, 85-row chunk: 42 ms against 24.5 ms; MLP,
+    116 rows: 1.7 against 1.0 ms)."""
     if weight.grad is not None:
         weight.grad.addmm_(a, b)
-        return
-    if onednn and not _pools_grad(weight):
+    elif onednn:
         weight.grad = onednn_mm(a, b.t())
     else:
-        weight.grad = torch.mm(a, b, out=grad_buffer(weight))
+        weight.grad = a @ b
 
 
 def _linear(module: torch.nn.Linear, onednn: bool, x: torch.Tensor) -> torch.Tensor:
