@@ -153,11 +153,10 @@ def run_trl(a: argparse.Namespace) -> None:
 # --- our side (runs in the project's venv) ---
 
 def run_ours(a: argparse.Namespace) -> None:
-    from bench.vs_trl import ablate, cpu_sink, ours_result
+    from bench.vs_trl import cpu_sink, ours_result
     from training.config import build_config
     from training.ppo import train
 
-    overrides = ablate(a.ablate)  # those that touch the shared path (runtime, rollout, decode)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "prompts.jsonl"
         data.write_text("".join(json.dumps({"prompt": m}) + "\n" for m in chat_rows()))
@@ -166,7 +165,6 @@ def run_ours(a: argparse.Namespace) -> None:
             "max_new_tokens": TOKENS, "ppo_epochs": EPOCHS, "minibatches": MINIBATCHES,
             "learning_rate": LR, "kl_coef": KL_COEF, "temperature": TEMPERATURE, "seed": SEED,
             "critic_init": "reward", "precision": a.precision, "samples_per_step": 0,
-            **overrides,
         }, model_path=a.model, dataset_path=str(data), output_dir=str(Path(tmp) / "out"),
             device=a.device, min_new_tokens=TOKENS,
             rewards=[{"type": "reward_model", "model": "bench", "path": a.reward_model}])
