@@ -61,8 +61,20 @@ def test_two_runs_overlay_smooth_switch_axis_and_hide_together(page, live_server
     assert colours == page.evaluate(f"{_chart('reward/mean')}.data.map(t => t.line.color)")
     assert colours[0] != colours[1]
     groups = page.evaluate("[...document.querySelectorAll('.chart-group')].map(g => "
-                           "g.dataset.namespace)")
-    assert groups[:3] == ["reward", "kl", "loss"] and "perf" in groups
+                           "[g.dataset.section, g.open, g.querySelector('h2').textContent])")
+    assert groups[0] == ["key", True, "Key metrics"]
+    assert [g[0] for g in groups[1:4]] == ["reward", "loss", "optim"] and not any(
+        g[1] for g in groups[1:])  # the rest folded
+    titles = page.evaluate("[...document.querySelectorAll('.chart-group[open] .chart')].map("
+                           "d => d.layout.title.text)")
+    assert titles == ["Reward: mean", "KL to reference: k3 estimate", "Throughput: tokens/s"]
+    # a folded section is drawn when opened, with human titles
+    page.click(".chart-group[data-section='perf'] summary")
+    page.wait_for_function(f"{_chart('perf/peak_mem_mb')}.data")
+    assert page.evaluate(f"{_chart('perf/peak_mem_mb')}.layout.title.text") == "Peak memory"
+    assert page.evaluate(f"{_chart('perf/peak_mem_mb')}.layout.yaxis.title.text") == "MB"
+    assert page.evaluate("document.querySelector('.chart[data-key=\"perf/elapsed_s\"]')") \
+        is None  # a running total is an x-axis, not a chart
 
     raw = trace_y(page, "reward/mean", 1)
     page.fill("#smoothing", "0.9")
@@ -78,13 +90,13 @@ def test_two_runs_overlay_smooth_switch_axis_and_hide_together(page, live_server
     page.wait_for_function(f"{_chart('reward/mean')}.data[3].x[0] === 10")
     assert page.evaluate(f"{_chart('reward/mean')}.data[3].x.at(-1)") == 600.0  # run a
 
-    # Hide run b from the KL chart's own legend: it disappears on every chart.
-    page.locator(".chart[data-key='kl/mean'] g.traces:has(text.legendtext:text-is('lr 3e-5')) "
-                 "rect.legendtoggle").click()
+    # Hide run b in the page's legend: it disappears on every chart.
+    page.click(f".legend-item[data-run-id='{b.pk}']")
     page.wait_for_function(f"{_chart('reward/mean')}.data.find(t => t.name === 'lr 3e-5' "
-                           "&& !t.meta.raw).visible === 'legendonly'")
-    hidden = page.evaluate("[...document.querySelectorAll('.chart')].map(d => d.data.filter("
-                           f"t => t.meta.run === '{b.pk}').every(t => t.visible !== true))")
+                           "&& !t.meta.raw).visible === false")
+    hidden = page.evaluate("[...document.querySelectorAll('.chart')].filter(d => d.data).map("
+                           f"d => d.data.filter(t => t.meta.run === '{b.pk}').every("
+                           "t => t.visible !== true))")
     assert all(hidden)
     assert page.get_attribute(f".legend-item[data-run-id='{b.pk}']", "aria-pressed") == "false"
 
@@ -92,7 +104,7 @@ def test_two_runs_overlay_smooth_switch_axis_and_hide_together(page, live_server
     page.wait_for_function("document.querySelector('.chart[data-key=\"reward/mean\"]').hidden")
     assert page.is_visible(".chart[data-key='kl/mean']")
 
-    page.check("#only-differences")
+    assert page.is_checked("#only-differences")  # what differs is what a person looks for
     shown = page.locator("#diff-table tbody tr:visible")
     assert shown.count() == 1 and "learning_rate" in shown.inner_text()
     if os.environ.get("SCREENSHOTS"):

@@ -1,65 +1,57 @@
-// The chart definitions the run page and the compare page share: which metric keys each chart
-// shows, their namespaces and order, run colours, the TensorBoard smoothing, common layout.
+// What the run page and the compare page share: the chart catalogue (sent by the server from
+// training/charts.py as JSON, so no metric key is listed here), run colours, TensorBoard's
+// smoothing, and the axis and legend rules of every chart: y follows the data as points
+// arrive unless the person zoomed, tick labels carry as many digits as the span needs, and a
+// line that coincides with another is drawn once with both names in its legend entry.
 (function () {
   "use strict";
-  // The run page draws one chart per entry with every key it lists (or matches); the compare
-  // page draws one chart per key, in this order, titled by the entry the key belongs to.
-  const CHARTS = [
-    { title: "Reward", match: (k) => k === "reward/mean" || /^reward\/[^/]+\/mean$/.test(k) },
-    { title: "Reward std", keys: ["reward/std"] },
-    { title: "Groups whose rewards are all equal (share)", keys: ["reward/frac_zero_std"] },
-    { title: "KL to reference", keys: ["kl/mean"] },
-    { title: "Entropy", keys: ["entropy/mean"] },
-    { title: "Loss", match: (k) => k.startsWith("loss/") && k !== "loss/value" && k !== "loss/train" },
-    { title: "Value loss", keys: ["loss/value"] },
-    { title: "Critic", keys: ["value/explained_var", "value/clip_frac"] },
-    { title: "Approximate KL, old to new policy", keys: ["kl/approx"] },
-    { title: "Policy clip fraction", keys: ["clip/policy_frac"] },
-    { title: "KL coefficient", keys: ["kl/coef"] },
-    { title: "Clip ratios", keys: ["clip/low", "clip/high", "clip/region"] },
-    { title: "Training loss", keys: ["loss/train", "eval/loss"] },
-    { title: "Pairwise accuracy", keys: ["eval/accuracy", "train/accuracy"] },
-    { title: "Held-out margin", keys: ["eval/margin"] },
-    { title: "Scores of chosen and rejected", keys: ["reward/chosen_mean", "reward/rejected_mean"] },
-    { title: "Completion length (tokens)",
-      keys: ["completion/length_mean", "completion/length_min", "completion/length_max"] },
-    { title: "Completion length (characters)", keys: ["completion/chars_mean"] },
-    { title: "Truncated share", keys: ["completion/truncated_frac"] },
-    { title: "Gradient norm", keys: ["optim/grad_norm"] },
-    { title: "Learning rate", keys: ["optim/lr"] },
-    { title: "Tokens per second", keys: ["perf/tokens_per_s", "perf/pairs_per_s"] },
-    { title: "Seconds per step", keys: ["perf/step_s", "perf/generate_s"] },
-    { title: "Peak memory (MB)", keys: ["perf/peak_mem_mb"] },
-  ];
+  const source = document.getElementById("chart-catalog");
+  const CATALOG = source ? JSON.parse(source.textContent) : { sections: [], charts: [], hidden: [] };
+  const CHARTS = CATALOG.charts.map((c) => Object.assign({}, c, {
+    regex: c.pattern ? new RegExp("^(?:" + c.pattern + ")$") : null }));
+  const SECTION_ORDER = CATALOG.sections.map((s) => s[0]);
+  const SECTION_TITLES = Object.fromEntries(CATALOG.sections);
+  const HIDDEN = new Set(CATALOG.hidden);
   // Line colours of the keys inside one run-page chart (Plotly's own), by the key's place.
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
     "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
-  // Namespaces in the order the compare page groups them; others follow alphabetically.
-  const NAMESPACES = ["reward", "kl", "loss", "clip", "completion", "optim", "perf", "eval"];
 
-  function chartIndex(key) {
-    return CHARTS.findIndex((c) => (c.keys ? c.keys.includes(key) : c.match(key)));
+  // {index, chart, label, order} of the chart that draws ``key``, or null (hidden or unknown).
+  function chartOf(key) {
+    if (HIDDEN.has(key)) return null;
+    for (let index = 0; index < CHARTS.length; index++) {
+      const chart = CHARTS[index];
+      const at = chart.series.findIndex((s) => s[0] === key);
+      if (at >= 0) return { index, chart, label: chart.series[at][1], order: at };
+      const match = chart.regex && chart.regex.exec(key);
+      if (match) return { index, chart, label: match[1], order: chart.series.length };
+    }
+    return null;
   }
 
-  function namespaceOf(key) {
-    return key.includes("/") ? key.slice(0, key.indexOf("/")) : "other";
+  // A key as a person reads it on its own chart (the compare page): "Reward: length".
+  function titleOf(key) {
+    const found = chartOf(key);
+    if (!found) return key;
+    const single = found.chart.series.length === 1 && !found.chart.pattern;
+    return single ? found.chart.title : found.chart.title + ": " + found.label;
   }
 
-  function namespaceRank(ns) {
-    const i = NAMESPACES.indexOf(ns);
-    return i < 0 ? NAMESPACES.length : i;
+  function sectionOf(key) {
+    const found = chartOf(key);
+    return found ? found.chart.section : "other";
   }
 
-  // Keys sorted as the compare page shows them: by namespace, then by chart, then by name.
+  // Keys in the order the pages show them: by section, chart, place in the chart, name.
   function compareOrder(keys) {
     const rank = (k) => {
-      const i = chartIndex(k);
-      return i < 0 ? CHARTS.length : i;
+      const found = chartOf(k);
+      return found ? [SECTION_ORDER.indexOf(found.chart.section), found.index, found.order]
+        : [SECTION_ORDER.length, CHARTS.length, 0];
     };
-    return [...keys].sort((a, b) => {
-      const na = namespaceOf(a), nb = namespaceOf(b);
-      return namespaceRank(na) - namespaceRank(nb) || na.localeCompare(nb) ||
-        rank(a) - rank(b) || a.localeCompare(b);
+    return [...keys].filter((k) => !HIDDEN.has(k)).sort((a, b) => {
+      const ra = rank(a), rb = rank(b);
+      return ra[0] - rb[0] || ra[1] - rb[1] || ra[2] - rb[2] || a.localeCompare(b);
     });
   }
 
@@ -82,21 +74,110 @@
     return style.getPropertyValue("--run-" + (index % 10)).trim() || "#3559e0";
   }
 
-  // A y-axis for the traces: short tick labels (1e-05, not 10µ), and a series that does not
-  // change (a constant learning rate, or smoothing noise of 1e-17 around it) drawn around its
-  // value instead of zoomed into rounding noise or squashed onto 0.
+  // Significant digits that tell ticks about a sixth of [lo, hi] apart from each other, and
+  // never fewer than the integer part has (d3's "g" would write 300 as 3e+2).
+  function tickFormat(lo, hi) {
+    const big = Math.max(Math.abs(lo), Math.abs(hi));
+    if (!(big > 0)) return ".3~g";
+    const lead = Math.floor(Math.log10(big));
+    const span = hi - lo;
+    const step = span > 0 ? Math.floor(Math.log10(span / 8)) : lead - 2;
+    const digits = Math.max(3, lead + 1, lead - step + 1);
+    return "." + Math.min(15, digits) + "~g";
+  }
+
+  function shownTraces(traces) {
+    return traces.filter((t) => t.visible === undefined || t.visible === true);
+  }
+
+  // The y-axis for ``traces``: autoscaled with short tick labels, except that a series that
+  // does not change (a constant learning rate, or smoothing noise of 1e-17 around it) is
+  // drawn around its value instead of zoomed into rounding noise or squashed onto 0.
   function yaxis(traces, extra) {
-    const axis = Object.assign({ tickformat: ".4~g", exponentformat: "e", automargin: true }, extra || {});
-    const ys = traces.filter((t) => t.visible === undefined || t.visible === true)
-      .flatMap((t) => t.y).filter(Number.isFinite);
+    const axis = Object.assign({ exponentformat: "e", automargin: true, autorange: true },
+      extra || {});
+    const ys = shownTraces(traces).flatMap((t) => t.y).filter(Number.isFinite);
     if (!ys.length || axis.type === "log") return axis;
-    const lo = Math.min(...ys), hi = Math.max(...ys);
+    let lo = Math.min(...ys), hi = Math.max(...ys);
     const scale = Math.max(Math.abs(lo), Math.abs(hi));
     if (hi - lo <= 1e-9 * scale || hi === lo) {
       const mid = (lo + hi) / 2, half = Math.abs(mid) * 0.5 || 1;
-      axis.range = [mid - half, mid + half];
+      lo = mid - half;
+      hi = mid + half;
+      axis.range = [lo, hi];
+      axis.autorange = false;
     }
+    axis.tickformat = tickFormat(lo, hi);
     return axis;
+  }
+
+  function sameLine(a, b) {
+    if (a.x.length !== b.x.length) return false;
+    for (let i = 0; i < a.x.length; i++) {
+      if (a.x[i] !== b.x[i] || a.y[i] !== b.y[i]) return false;
+    }
+    return true;
+  }
+
+  // Lines that coincide point for point (a reward's only source and the mean; min, mean and
+  // max of a forced length) are drawn once: the first keeps a legend entry naming them all,
+  // the others are hidden. ``labels[i]`` is trace i's own name. Returns restyle arrays.
+  function mergeEqual(traces, labels) {
+    const owner = traces.map((t, i) => i);
+    for (let i = 0; i < traces.length; i++) {
+      for (let j = 0; j < i; j++) {
+        if (owner[j] === j && sameLine(traces[i], traces[j])) { owner[i] = j; break; }
+      }
+    }
+    return {
+      name: labels.map((label, i) => owner[i] !== i ? label
+        : labels.filter((_, j) => owner[j] === i).join(" = ")),
+      visible: owner.map((o, i) => o === i),
+    };
+  }
+
+  // Whether the person zoomed or panned the chart: then it keeps their view until they
+  // double-click (autorange), and only the tick labels follow their range.
+  function watchZoom(div) {
+    if (div.dataset.zoomWatched) return;
+    div.dataset.zoomWatched = "1";
+    div.on("plotly_relayout", (ev) => {
+      if (div.__fitting) return;
+      const keys = Object.keys(ev || {});
+      if (keys.some((k) => /^[xy]axis\.autorange$/.test(k))) { delete div.dataset.zoomed; return; }
+      if (!keys.some((k) => /^[xy]axis\.range/.test(k))) return;
+      div.dataset.zoomed = "1";
+      const range = div._fullLayout.yaxis.range;
+      relayout(div, { "yaxis.tickformat": tickFormat(range[0], range[1]) });
+    });
+  }
+
+  // Our own relayouts, told apart from the person's zoom by a counter the event handler sees.
+  function relayout(div, update) {
+    div.__fitting = (div.__fitting || 0) + 1;
+    return Plotly.relayout(div, update).finally(() => { div.__fitting -= 1; });
+  }
+
+  // After new points: the y-axis follows them (unless zoomed), and the legend shows what is
+  // drawn. ``labels``: each trace's own name (null: leave names and visibility alone);
+  // ``legend``: whether the chart can hold several lines (then its legend says which it
+  // shows, one line included; a chart of one quantity is named by its title).
+  function fit(div, labels, legend) {
+    const update = {};
+    if (labels) {
+      const merged = mergeEqual(div.data, labels);
+      const changed = merged.visible.some((v, i) => (div.data[i].visible !== false) !== v ||
+        div.data[i].name !== merged.name[i]);
+      if (changed) Plotly.restyle(div, { name: merged.name, visible: merged.visible });
+      update.showlegend = Boolean(legend) || merged.visible.filter(Boolean).length > 1;
+    }
+    if (!div.dataset.zoomed) {
+      const axis = yaxis(div.data, { type: (div.layout.yaxis || {}).type });
+      update["yaxis.autorange"] = axis.autorange;
+      update["yaxis.tickformat"] = axis.tickformat;
+      if (axis.range) update["yaxis.range"] = axis.range;
+    }
+    return relayout(div, update);
   }
 
   function layout(title, extra) {
@@ -107,13 +188,7 @@
     }, extra || {});
   }
 
-  // The keys of one run-page chart in a fixed order (its list, else reward/mean first then by
-  // name), so a key keeps its colour and place live and after a reload.
-  function keyOrder(spec, keys) {
-    const rank = (k) => (spec.keys ? spec.keys.indexOf(k) : k === "reward/mean" ? -1 : 0);
-    return [...keys].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
-  }
-
-  window.RLHFCharts = { CHARTS, NAMESPACES, PALETTE, keyOrder, chartIndex, namespaceOf, compareOrder, smooth,
-    runColour, layout, yaxis, config: { displaylogo: false, responsive: true } };
+  window.RLHFCharts = { CHARTS, SECTION_TITLES, SECTION_ORDER, PALETTE, chartOf, titleOf,
+    sectionOf, compareOrder, smooth, runColour, layout, yaxis, tickFormat, mergeEqual, fit,
+    watchZoom, config: { displaylogo: false, responsive: true } };
 })();

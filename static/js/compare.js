@@ -1,7 +1,8 @@
 // The compare page: one chart per metric key with one trace per run (each run one colour
-// everywhere), smoothing, x by step / time / tokens, log y, a metric filter, a legend that
-// hides a run on every chart, live growth while runs train (Plotly.react with a fixed
-// uirevision keeps zoom), and completions side by side that can be sent to ranking.
+// everywhere) in sections (key metrics open, the rest folded), smoothing, x by step / time /
+// tokens, log y, a metric filter, a legend that hides a run on every chart, live growth
+// while runs train (Plotly.react with a fixed uirevision keeps zoom), and completions side
+// by side that can be sent to ranking.
 (function () {
   "use strict";
   const page = document.getElementById("compare-page");
@@ -27,17 +28,37 @@
   }
 
   // --- charts ---
+  // One chart per metric key, in sections (the catalogue's, with its titles): "Key metrics"
+  // open, the rest folded and drawn when first opened (Plotly cannot size a hidden chart).
 
-  function groupFor(ns) {
-    let group = document.querySelector(`.chart-group[data-namespace="${ns}"]`);
+  function isKeyMetric(key) {
+    const found = C.chartOf(key);
+    return Boolean(found && found.chart.key && found.order === 0);
+  }
+
+  function sectionFor(key) {
+    return isKeyMetric(key) ? "key" : C.sectionOf(key);
+  }
+
+  function groupFor(section) {
+    let group = document.querySelector(`.chart-group[data-section="${section}"]`);
     if (group) return group;
-    group = document.createElement("section");
-    group.className = "chart-group";
-    group.dataset.namespace = ns;
-    group.innerHTML = `<h2>${ns}</h2><div class="charts"></div>`;
-    const groups = [...document.querySelectorAll(".chart-group")];
-    const order = C.compareOrder([...groups.map((g) => g.dataset.namespace + "/"), ns + "/"]);
-    const after = groups.find((g) => order.indexOf(g.dataset.namespace + "/") > order.indexOf(ns + "/"));
+    group = document.createElement("details");
+    group.className = "chart-group card";
+    group.dataset.section = section;
+    group.open = section === "key";
+    const summary = document.createElement("summary");
+    const title = document.createElement("h2");
+    title.textContent = C.SECTION_TITLES[section] || section;
+    const count = document.createElement("span");
+    count.className = "muted small count";
+    summary.append(title, count);
+    const box = document.createElement("div");
+    box.className = "charts";
+    group.append(summary, box);
+    group.addEventListener("toggle", () => { if (group.open) render(); });
+    const rank = (s) => { const i = C.SECTION_ORDER.indexOf(s); return i < 0 ? C.SECTION_ORDER.length : i; };
+    const after = [...document.querySelectorAll(".chart-group")].find((g) => rank(g.dataset.section) > rank(section));
     $("#chart-groups").insertBefore(group, after || null);
     return group;
   }
@@ -47,7 +68,7 @@
     const div = document.createElement("div");
     div.className = "chart";
     div.dataset.key = key;
-    const box = $(".charts", groupFor(C.namespaceOf(key)));
+    const box = $(".charts", groupFor(sectionFor(key)));
     const later = keys.slice(keys.indexOf(key) + 1).map((k) => charts.get(k)).find((d) => d && d.parentNode === box);
     box.insertBefore(div, later || null);
     charts.set(key, div);
@@ -62,39 +83,42 @@
       if (!s) continue;
       const colour = C.runColour(run.index);
       const hidden = state.hidden.has(runId);
-      const meta = { run: runId };
       if (state.smoothing > 0) {
         out.push({ x: s.x, y: s.y, name: run.name + " (raw)", mode: "lines", hoverinfo: "skip",
           line: { color: colour, width: 1 }, opacity: 0.25, showlegend: false,
-          visible: hidden ? false : true, meta: { run: runId, raw: true } });
+          visible: !hidden, meta: { run: runId, raw: true } });
       }
-      out.push({ x: s.x, y: C.smooth(s.y, state.smoothing), name: run.name, meta,
+      out.push({ x: s.x, y: C.smooth(s.y, state.smoothing), name: run.name, meta: { run: runId },
         mode: s.x.length > 1 ? "lines" : "markers", line: { color: colour, width: 2 },
-        marker: { color: colour, size: 6 }, legendgroup: runId,
-        visible: hidden ? "legendonly" : true });
+        marker: { color: colour, size: 6 }, visible: !hidden });
     }
     return out;
   }
 
+  // The runs' colours are named once, in the legend above the charts; each chart's title is
+  // the key's human title (its raw key in the hover box).
   function draw(key, keys) {
     const div = chartDiv(key, keys);
+    if (!div.closest(".chart-group").open) { div.dataset.stale = "1"; return; }
+    delete div.dataset.stale;
     const data = traces(key);
-    const layout = C.layout(key, {
-      uirevision: "compare-" + state.x, hovermode: "x unified", showlegend: true, height: 300,
-      margin: { l: 56, r: 12, t: 32, b: 64 }, legend: { orientation: "h", y: -0.32, font: { size: 10 } },
+    const found = C.chartOf(key);
+    const layout = C.layout(C.titleOf(key), {
+      uirevision: "compare-" + state.x, hovermode: "x unified", showlegend: false, height: 250,
+      margin: { l: 56, r: 12, t: 32, b: 44 },
       xaxis: { title: { text: X_TITLES[state.x], font: { size: 11 }, standoff: 4 }, automargin: true },
-      yaxis: C.yaxis(data, { type: state.logY ? "log" : "linear" }),
+      yaxis: C.yaxis(data, { type: state.logY ? "log" : "linear",
+        title: { text: found ? found.chart.unit : "", font: { size: 11 } } }),
     });
+    if (div.dataset.zoomed) { delete layout.yaxis.range; delete layout.yaxis.autorange; }
     Plotly.react(div, data, layout, C.config);
-    if (!div.dataset.bound) {
-      div.dataset.bound = "1";
-      div.on("plotly_legendclick", (ev) => { toggleRun(ev.data[ev.curveNumber].meta.run); return false; });
-      div.on("plotly_legenddoubleclick", () => false);
-    }
+    div.title = key;
+    C.watchZoom(div);
   }
 
   function visibleKey(key) {
-    return !state.filter || key.toLowerCase().includes(state.filter);
+    return !state.filter || key.toLowerCase().includes(state.filter) ||
+      C.titleOf(key).toLowerCase().includes(state.filter);
   }
 
   function render() {
@@ -114,11 +138,14 @@
   function applyFilter() {
     for (const [key, div] of charts) {
       const show = visibleKey(key);
-      if (show && div.hidden) { div.hidden = false; Plotly.Plots.resize(div); }
+      if (show && div.hidden) { div.hidden = false; if (div.data) Plotly.Plots.resize(div); }
       div.hidden = !show;
     }
     document.querySelectorAll(".chart-group").forEach((g) => {
-      g.hidden = ![...g.querySelectorAll(".chart")].some((d) => !d.hidden);
+      const shown = [...g.querySelectorAll(".chart")].filter((d) => !d.hidden).length;
+      g.hidden = !shown;
+      $(".count", g).textContent = shown + " chart" + (shown === 1 ? "" : "s");
+      if (state.filter && shown && !g.open) g.open = true;
     });
   }
 

@@ -6,11 +6,10 @@
   if (!page) return;
   const maxSteps = Number(page.dataset.maxSteps);
   const C = window.RLHFCharts;
-  const CHARTS = C.CHARTS;
   // Past this many steps the history comes downsampled (min/max buckets) from the server.
   const DOWNSAMPLE_AFTER = 2000;
   const container = document.getElementById("charts");
-  const charts = CHARTS.map((spec) => ({ spec, div: null, traces: {} }));
+  const charts = C.CHARTS.map((spec) => ({ spec, div: null, traces: {} }));
 
   function place(chart) {
     // Keep the order of CHARTS whatever order the charts appear in.
@@ -27,8 +26,15 @@
   const stepSeconds = [];
 
   function chartFor(key) {
-    const i = C.chartIndex(key);
-    return i < 0 ? undefined : charts[i];
+    const found = C.chartOf(key);
+    return found ? charts[found.index] : undefined;
+  }
+
+  // A chart's keys in a fixed order (its list, then matched keys by name), so a key keeps its
+  // colour and place live and after a reload.
+  function keyOrder(keys) {
+    const rank = (k) => C.chartOf(k).order;
+    return [...keys].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   }
 
   // series: {key: {x: [...], y: [...]}} -> append to every chart that shows the key.
@@ -43,14 +49,17 @@
     for (const [chart, items] of byChart) {
       if (!chart.div) {
         place(chart);
-        const order = C.keyOrder(chart.spec, items.map(([key]) => key));
+        const order = keyOrder(items.map(([key]) => key));
         const data = order.map((key, i) => {
           chart.traces[key] = i;
           return trace(key, series[key], i);
         });
         Plotly.newPlot(chart.div, data, C.layout(chart.spec.title,
-          { uirevision: "run", showlegend: data.length > 1, shapes: resumeShapes(),
-            yaxis: C.yaxis(data) }), C.config);
+          { uirevision: "run", showlegend: several(chart), shapes: resumeShapes(),
+            yaxis: C.yaxis(data, { title: { text: chart.spec.unit, font: { size: 11 } } }) }),
+          C.config);
+        C.watchZoom(chart.div);
+        C.fit(chart.div, labels(chart), several(chart));
         continue;
       }
       const fresh = items.filter(([key]) => !(key in chart.traces));
@@ -59,28 +68,31 @@
         chart.traces[key] = i;
         Plotly.addTraces(chart.div, trace(key, s, i));
       }
-      const old = items.filter(([key, s]) => !fresh.some(([k]) => k === key));
+      const old = items.filter(([key]) => !fresh.some(([k]) => k === key));
       if (old.length) {
         Plotly.extendTraces(chart.div, { x: old.map(([, s]) => s.x), y: old.map(([, s]) => s.y) },
           old.map(([key]) => chart.traces[key]));
       }
-      fitAxes(chart.div);
+      C.fit(chart.div, labels(chart), several(chart));
     }
+  }
+
+  function several(chart) {
+    return chart.spec.series.length > 1 || Boolean(chart.spec.pattern);
+  }
+
+  // Each trace's own legend label, in trace order.
+  function labels(chart) {
+    const out = [];
+    for (const [key, i] of Object.entries(chart.traces)) out[i] = C.chartOf(key).label;
+    return out;
   }
 
   function trace(key, s, i) {
     const colour = C.PALETTE[i % C.PALETTE.length];
-    return { x: s.x, y: s.y, name: key, mode: "lines+markers", line: { color: colour },
-      marker: { size: s.x.length > 1 ? 4 : 8, color: colour } };
-  }
-
-  // Keep a constant series on a readable axis, and a legend on every chart of two or more.
-  function fitAxes(div) {
-    const axis = C.yaxis(div.data);
-    const update = { showlegend: div.data.length > 1 };
-    if (axis.range) update["yaxis.range"] = axis.range;
-    else if (div.layout.yaxis && div.layout.yaxis.autorange === false) update["yaxis.autorange"] = true;
-    Plotly.relayout(div, update);
+    return { x: s.x, y: s.y, name: C.chartOf(key).label, meta: { key }, mode: "lines+markers",
+      line: { color: colour }, marker: { size: s.x.length > 1 ? 4 : 8, color: colour },
+      hovertemplate: "%{y}<extra>" + key + "</extra>" };
   }
 
   // Where a later attempt resumed the run (its last checkpoint): a dotted line on every chart.

@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from training.charts import CATALOG
 from webapp.datasets.models import Dataset
 from webapp.errors import ServiceError
 from webapp.runs import compare, deletion, selectors, services
@@ -82,7 +83,7 @@ def run_compare_page(request: HttpRequest) -> HttpResponse:
         "diff": [row | {"shown": [_setting_text(row["field"], v, runs) for v in row["values"]]}
                  for row in diff],
         "differing": sum(row["differs"] for row in diff),
-        "ratios": compare.ppo_grpo_ratios(runs)})
+        "ratios": compare.ppo_grpo_ratios(runs), "chart_catalog": CATALOG.as_json()})
 
 
 def _setting_text(field: str, value: object, runs: list) -> str:
@@ -154,6 +155,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "sample_steps": selectors.run_sample_steps(run=run),
         "checkpoints": selectors.checkpoint_list(run=run),
         "children": selectors.run_children(run=run),
+        "chart_catalog": CATALOG.as_json(),
         "config_json": json.dumps({"rewards": run.rewards,
                                    "hyperparameters": run.hyperparameters}, indent=2),
     })
