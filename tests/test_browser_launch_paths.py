@@ -59,3 +59,22 @@ def test_run_again_launches_the_same_settings(page, live_server, api, user, tran
     assert again.rewards == original["rewards"]
     assert again.hyperparameters == original["hyperparameters"]
     assert again.dataset_id == dataset["id"] and again.base_model == "tiny-llama"
+
+
+def test_the_minilm_preset_picks_the_minilm_encoder(page, live_server, user, transactional_db):
+    from webapp.runs.registry import MINILM
+
+    sign_in(page, live_server.url)
+    page.goto(live_server.url + "/runs/new/?algorithm=reward_model")
+    assert page.input_value("#id_base_model") != MINILM
+    page.select_option("#preset", "MiniLM encoder")
+    assert page.input_value("#id_base_model") == MINILM
+    said = page.inner_text("#preset-changes")
+    assert f"→ {MINILM}" in said and "epochs: 2.0 → 3" in said
+    # the dropdown shows whole names: no option is cut by its box
+    cut = page.eval_on_selector("#id_base_model", """e => {
+      const ctx = document.createElement('canvas').getContext('2d');
+      ctx.font = getComputedStyle(e).font;
+      return [...e.options].some(o => ctx.measureText(o.text).width > e.clientWidth - 24);
+    }""")
+    assert not cut

@@ -46,6 +46,7 @@ def test_a_run_launched_from_the_form_draws_its_charts_live_and_cancels(
     page.wait_for_function(f"{POINTS} > 0")
     first = points(page)
     page.wait_for_function(f"{POINTS} > {first}")
+    page.once("dialog", lambda dialog: dialog.accept())  # "Cancel run 'browser run'?"
     page.click("#cancel-run")
     page.wait_for_selector("#run-status:has-text('cancelled')", timeout=120_000)
     page.wait_for_selector("#checkpoints a:has-text('Download zip')")
@@ -54,6 +55,9 @@ def test_a_run_launched_from_the_form_draws_its_charts_live_and_cancels(
     assert page.locator("#samples-table tbody tr").count() > 0
     assert page.locator("#checkpoints a:has-text('Download zip')").count() == 1
     assert "reward/length/mean" in page.evaluate(
+        "document.getElementById('chart-0').data.map(t => t.meta.key).join(',')")
+    # the only source equals the mean: one line, its legend entry naming both
+    assert "mean = length" in page.evaluate(
         "document.getElementById('chart-0').data.map(t => t.name).join(',')")
 
 

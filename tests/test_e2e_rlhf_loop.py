@@ -73,13 +73,13 @@ def test_rankings_become_a_reward_model_that_a_ppo_run_trains_against(api, other
     rm = post_json(api, "/api/runs", {
         "name": "rm", "algorithm": "reward_model", "dataset": dataset.json()["id"],
         "base_model": "tiny-llama", "hyperparameters": {
-            "max_steps": 6, "batch_size": 8, "max_length": 96, "learning_rate": 2e-3,
-            "eval_fraction": 0.25, "eval_every": 3}})
+            "max_steps": 6, "epochs": 10, "batch_size": 8, "max_length": 96,
+            "learning_rate": 2e-3, "eval_fraction": 0.25, "eval_every": 3}})
     assert rm.status_code == 201, rm.content
     rm_done = finished(api, f"/api/runs/{rm.json()['id']}")
     assert rm_done["status"] == "succeeded", rm_done["error"]
     rm_metrics = api.get(f"/api/runs/{rm.json()['id']}/metrics").json()["series"]
-    assert rm_metrics["eval/accuracy"]["x"][-1] == 6
+    assert rm_metrics["eval/accuracy"]["x"][-1] == 6 == rm_done["max_steps"]  # max_steps caps
     assert {"loss/train", "eval/margin"} <= set(rm_metrics)
     checkpoint = api.get(f"/api/runs/{rm.json()['id']}/checkpoints").json()[0]
     reward_model = f"ckpt-{checkpoint['id']}"

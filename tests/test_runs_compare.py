@@ -171,7 +171,7 @@ def test_listing_200_runs_reads_no_metrics(api, user, dataset, django_assert_max
     for i in range(5):
         make_run(user, dataset, name=f"r{i}", steps=2)
     Metric.objects.all().delete()  # the list must not need them
-    with django_assert_max_num_queries(4):  # auth, runs, their attempts (+ token touch)
+    with django_assert_max_num_queries(5):  # auth, runs, their attempts, tags (+ token touch)
         body = api.get("/api/runs?ordering=-reward_final&limit=200").json()
     assert len(body) == 5 and all(not math.isnan(r["summary"]["reward_final"]) for r in body)
     assert Run.objects.count() == 5

@@ -26,7 +26,7 @@ from tests.training_helpers import (
 from training.checkpoints import MANIFEST, STATE_DIR
 from training.config import build_config
 from training.metrics import ListSink
-from training.reward_data import format_pair, read_pairs, split_pairs
+from training.reward_data import PreferencePair, Split, format_pair, read_pairs, split_pairs
 from training.reward_model import (
     RewardModelScorer,
     bradley_terry_loss,
@@ -158,19 +158,81 @@ def test_format_pair_without_a_chat_template_joins_prompt_and_response():
         "user: Hi\n\nHello"
 
 
-def test_split_pairs_is_seeded_and_holds_out_at_least_one_pair(tmp_path):
-    pairs = read_pairs(write_jsonl(tmp_path / "p.jsonl", short_vs_long_pairs(10, seed=1)))
+def _pairs_of_prompts(sizes: list[int]) -> list[PreferencePair]:
+    """``sizes[i]`` pairs of prompt i (as a ranking of K responses gives K(K-1)/2)."""
+    return [PreferencePair(f"prompt {i}", f"good {j}", f"bad {j}")
+            for i, n in enumerate(sizes) for j in range(n)]
 
-    train_a, eval_a = split_pairs(pairs, 0.2, seed=3)
-    train_b, eval_b = split_pairs(pairs, 0.2, seed=3)
-    _, eval_c = split_pairs(pairs, 0.2, seed=4)
 
-    assert (train_a, eval_a) == (train_b, eval_b) and eval_a != eval_c
-    assert len(eval_a) == 2 and len(train_a) == 8
-    assert not set(map(id, eval_a)) & set(map(id, train_a))
-    assert len(split_pairs(pairs[:2], 0.01, seed=0)[1]) == 1
-    assert split_pairs(pairs, 0.0, seed=0) == (pairs, [])
-    assert split_pairs(pairs[:1], 0.5, seed=0) == (pairs[:1], [])
+def test_the_held_out_pairs_are_split_by_prompt_and_seeded():
+    pairs = _pairs_of_prompts([6] * 30)  # 180 pairs: 10% is 18, so 20 (four prompts: 24)
+    a = split_pairs(pairs, 0.1, seed=3)
+    assert split_pairs(pairs, 0.1, seed=3) == a
+    assert split_pairs(pairs, 0.1, seed=4).eval != a.eval
+    held = {p.prompt for p in a.eval}
+    assert not held & {p.prompt for p in a.train}  # no prompt on both sides
+    assert len(a.eval) == 24 and len(a.train) == 156 and a.eval_prompts == 4 == len(held)
+    assert a.prompts == 30
+    # a larger share holds out more whole prompts
+    assert len(split_pairs(pairs, 0.5, seed=3).eval) == 90
+
+
+def test_small_data_holds_out_at_most_half_and_one_prompt_holds_out_nothing():
+    # 58 pairs from 6 prompts (the issue's case): 20 wanted, at most 29 allowed
+    split = split_pairs(_pairs_of_prompts([10, 10, 10, 10, 10, 8]), 0.1, seed=0)
+    assert 20 <= len(split.eval) <= 29
+    assert not {p.prompt for p in split.eval} & {p.prompt for p in split.train}
+    # too little to reach 20: whole prompts up to half the pairs, an honest but small score
+    split = split_pairs(_pairs_of_prompts([3, 3, 3, 3]), 0.1, seed=0)
+    assert len(split.eval) == 6 and split.eval_prompts == 2
+    # a prompt bigger than half the data is never held out; another may be
+    split = split_pairs(_pairs_of_prompts([30, 2, 2]), 0.1, seed=0)
+    assert {p.prompt for p in split.eval} <= {"prompt 1", "prompt 2"} and split.eval
+    assert split_pairs(_pairs_of_prompts([12]), 0.2, seed=0).eval == []  # one prompt
+    pairs = _pairs_of_prompts([3, 3])
+    assert split_pairs(pairs, 0.0, seed=0) == Split(pairs, [], 2, 0)
+
+
+def test_chat_prompts_are_one_prompt_when_their_messages_are_equal():
+    chat = [{"role": "user", "content": "hi"}]
+    pairs = [PreferencePair(list(chat), f"a{i}", f"b{i}") for i in range(4)] + [
+        PreferencePair("other", f"a{i}", f"b{i}") for i in range(4)]
+    split = split_pairs(pairs, 0.1, seed=0)
+    assert split.prompts == 2 and len(split.eval) == 4
+
+
+def test_epochs_set_the_length_and_max_steps_caps_it(tmp_path):
+    config = rm_config(tmp_path, epochs=2.0, batch_size=8, max_steps=1000, eval_every=0)
+    assert config.steps_for(100) == 26  # ceil(100 / 8) = 13 steps an epoch
+    assert config.steps_for(0) == 2
+    assert rm_config(tmp_path, epochs=0.5, batch_size=8).steps_for(100) == 3  # ceil(6.5)
+    assert rm_config(tmp_path, epochs=50.0, max_steps=40).steps_for(100) == 40
+    assert config.eval_interval(26) == 3  # ten evaluations a run by default
+    assert rm_config(tmp_path, eval_every=7).eval_interval(26) == 7
+
+
+def test_it_stops_early_when_held_out_accuracy_stops_improving(tmp_path):
+    """With a learning rate of 0 nothing changes: the first evaluation is the best, and two
+    more without improvement stop the run, with a checkpoint of where it stopped."""
+    config = rm_config(tmp_path, max_steps=20, epochs=100.0, learning_rate=0.0, eval_every=1,
+                       early_stop_patience=2)
+    sink = ListSink()
+    result, last = train(config, sink=sink)
+    assert result.steps == 3 and result.stop_reason.startswith("early stop")
+    assert "2 evaluations" in result.stop_reason
+    assert sink.total_steps == 20 and result.checkpoints  # the plan, and the last weights
+    assert last["eval/pairs"] > 0 and last["data/train_pairs"] > 0
+    never, _ = train(rm_config(tmp_path, output="never", max_steps=6, epochs=100.0,
+                               learning_rate=0.0, eval_every=1, early_stop_patience=0))
+    assert (never.steps, never.stop_reason) == (6, "max_steps")
+
+
+def test_the_defaults_are_epochs_with_early_stopping():
+    from training.config import RewardModelConfig
+
+    defaults = RewardModelConfig()
+    assert defaults.epochs == 2.0 and defaults.early_stop_patience == 3
+    assert defaults.eval_every == 0 and defaults.max_steps >= 1000
 
 
 def test_read_pairs_names_the_bad_row_and_reads_margins(tmp_path):

@@ -57,7 +57,8 @@ class Chart:
 class Catalog:
     charts: tuple[Chart, ...]
     hidden: frozenset[str] = field(default_factory=frozenset)
-    """Keys kept for the x-axes and exports (running totals), drawn on no chart."""
+    """Keys kept for the x-axes and exports (running totals, a reward model's split), drawn on
+    no chart."""
 
     def chart_of(self, key: str) -> tuple[Chart, str] | None:
         if key in self.hidden:
@@ -131,7 +132,7 @@ CATALOG = Catalog(
               _one("completion/chars_mean", "mean"), unit="characters"),
         Chart("truncated", "Truncated share", "completion",
               _one("completion/truncated_frac", "share"), unit="share of completions"),
-        Chart("grad_norm", "Gradient norm", "optim", (("optim/grad_norm", "policy"),
+        Chart("grad_norm", "Gradient norm", "optim", (("optim/grad_norm", "trained model"),
                                                       ("optim/value_grad_norm", "critic"))),
         Chart("lr", "Learning rate", "optim", _one("optim/lr", "learning rate")),
         Chart("throughput", "Throughput", "perf", (("perf/tokens_per_s", "tokens/s"),
@@ -141,5 +142,6 @@ CATALOG = Catalog(
               pattern=r"perf/([a-z]+)_s", unit="seconds"),
         Chart("memory", "Peak memory", "perf", _one("perf/peak_mem_mb", "peak"), unit="MB"),
     ),
-    hidden=frozenset({"perf/elapsed_s", "perf/tokens_total", "perf/pairs_total"}),
+    hidden=frozenset({"perf/elapsed_s", "perf/tokens_total", "perf/pairs_total", "eval/pairs",
+                      "eval/prompts", "data/train_pairs", "data/prompts"}),
 )

@@ -191,17 +191,40 @@ class RewardModelConfig(BaseConfig):
     """A scalar reward model fitted on preference pairs with the Bradley-Terry loss
     ``-log sigmoid(r_chosen - r_rejected - margin)``."""
 
-    max_steps: int = hp(100, "Optimiser steps to run.", lo=1, hi=100_000, group="schedule")
+    max_steps: int = hp(1000, "The most optimiser steps to run; epochs set the length "
+                        "below it.", lo=1, hi=100_000, group="schedule")
     learning_rate: float = hp(2e-5, "AdamW learning rate (constant after warm-up).",
                               lo=0.0, hi=1.0)
+    epochs: float = hp(2.0, "Passes over the training pairs (1 epoch: each pair once); "
+                       "max_steps caps it.", lo=0.01, hi=1000.0, group="schedule")
     batch_size: int = hp(8, "Preference pairs per optimiser step.", lo=1, hi=4096,
                          group="reward_model")
     max_length: int = hp(512, "Longest prompt + response in tokens; longer ones are cut "
                          "from the left of the prompt.", lo=16, hi=32_768, group="reward_model")
-    eval_fraction: float = hp(0.1, "Share of pairs held out to measure accuracy and margin.",
+    eval_fraction: float = hp(0.1, "Share of pairs held out, by prompt (no prompt on both "
+                              "sides), to measure accuracy and margin; at least 20 pairs, at "
+                              "most half; 0 holds out nothing.",
                               lo=0.0, hi=0.5, group="reward_model")
-    eval_every: int = hp(10, "Measure the held-out pairs every N steps (and at the end).",
-                         lo=1, hi=100_000, group="reward_model")
+    eval_every: int = hp(0, "Measure the held-out pairs every N steps (0: ten times over the "
+                         "run) and at the end.", lo=0, hi=100_000, group="reward_model")
+    early_stop_patience: int = hp(3, "Stop when held-out accuracy has not improved for this "
+                                  "many evaluations in a row (0: never).", lo=0, hi=1000,
+                                  group="reward_model")
+
+    def steps_for(self, train_pairs: int) -> int:
+        """The run's length on ``train_pairs``: ``epochs`` passes of ``batch_size`` pairs a
+        step, at most ``max_steps``, at least one step."""
+        per_epoch = math.ceil(max(1, train_pairs) / self.batch_size)
+        return max(1, min(self.max_steps, math.ceil(self.epochs * per_epoch)))
+
+    def eval_interval(self, total_steps: int) -> int:
+        return self.eval_every or max(1, math.ceil(total_steps / 10))
+
+
+# A reward model's held-out set has at least this many pairs (or eval_fraction of them,
+# whichever is more, within half the data): fewer give a score that moves in coarse steps,
+# and the run page says so.
+EVAL_MIN_PAIRS = 20
 
 
 CONFIG_CLASSES: dict[str, type[BaseConfig]] = {

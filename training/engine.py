@@ -48,7 +48,7 @@ StepOutcome = tuple[dict[str, float], list[SampleRecord]]
 @dataclass
 class TrainResult:
     steps: int
-    stop_reason: str  # max_steps | cancelled | kl_stop
+    stop_reason: str  # max_steps | cancelled | kl_stop | early_stop
     checkpoints: list[str] = field(default_factory=list)
 
 
@@ -76,16 +76,26 @@ S = TypeVar("S")
 
 # --- the step loop ---
 
+def kl_stop_check(config: Any, state: Any, metrics: dict[str, float]) -> str | None:
+    """``kl_stop`` when ``kl/mean`` passed it (algorithms with a reference have one)."""
+    kl_stop = getattr(config, "kl_stop", None)
+    if kl_stop is not None and metrics.get("kl/mean", 0.0) > kl_stop:
+        return "kl_stop"
+    return None
+
+
 def run_steps(config: C, state: S,
               step_fn: Callable[[C, S, Callable[[], bool]], StepOutcome | None], *,
               start: int, sink: MetricsSink, should_stop: Callable[[], bool],
-              save: Callable[[C, S, int, MetricsSink], str]
+              save: Callable[[C, S, int, MetricsSink], str],
+              stop_check: Callable[[C, S, dict[str, float]], str | None] = kl_stop_check
               ) -> tuple[TrainResult, dict[str, float]]:
     """Steps ``start + 1`` to ``max_steps``, each logged to ``sink``; stops early on
     ``should_stop`` (before a step, or during its generation: that step is dropped) or when
-    ``kl/mean`` passes ``kl_stop`` (where the config has one). Samples are logged when a step
-    returns some. Saves every ``checkpoint_every`` steps and after the last
-    step done unless it was just saved. Returns the result and the last step's metrics."""
+    ``stop_check`` gives a reason after a step (by default: ``kl/mean`` past ``kl_stop``).
+    Samples are logged when a step returns some. Saves every ``checkpoint_every`` steps and
+    after the last step done unless it was just saved. Returns the result and the last
+    step's metrics."""
     result = TrainResult(steps=start, stop_reason="max_steps")
     metrics: dict[str, float] = {}
     saved_at = start
@@ -102,9 +112,9 @@ def run_steps(config: C, state: S,
         sink.log_metrics(step, metrics)
         if samples:
             sink.log_samples(step, samples)
-        kl_stop = getattr(config, "kl_stop", None)  # only algorithms with a reference have it
-        if kl_stop is not None and metrics.get("kl/mean", 0.0) > kl_stop:
-            result.stop_reason = "kl_stop"
+        reason = stop_check(config, state, metrics)
+        if reason:
+            result.stop_reason = reason
             break
         if config.checkpoint_every and step % config.checkpoint_every == 0 and \
                 step < config.max_steps:

@@ -30,6 +30,10 @@ class MetricsSink(Protocol):
 
     def log_checkpoint(self, step: int, path: str) -> None: ...
 
+    def log_total_steps(self, total: int) -> None:
+        """The run's length once the engine knows it (a reward model's epochs over the pairs
+        it trains on), when it differs from ``max_steps``."""
+
 
 class NullSink:
     """Discards everything (nanochat's DummyWandb): no ``if sink:`` branches in the engine."""
@@ -43,6 +47,9 @@ class NullSink:
     def log_checkpoint(self, step: int, path: str) -> None:
         pass
 
+    def log_total_steps(self, total: int) -> None:
+        pass
+
 
 @dataclass
 class ListSink:
@@ -51,6 +58,7 @@ class ListSink:
     metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     samples: list[tuple[int, list[SampleRecord]]] = field(default_factory=list)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
+    total_steps: int | None = None
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         self.metrics.append((step, dict(metrics)))
@@ -60,6 +68,9 @@ class ListSink:
 
     def log_checkpoint(self, step: int, path: str) -> None:
         self.checkpoints.append((step, path))
+
+    def log_total_steps(self, total: int) -> None:
+        self.total_steps = total
 
     def series(self, key: str) -> list[float]:
         return [m[key] for _, m in self.metrics if key in m]

@@ -3,12 +3,14 @@ format used both to fit a reward model and to score with it."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.config import EVAL_MIN_PAIRS
 from training.data import read_rows
 from training.rollout import Prompt, prompt_text
 
@@ -44,19 +46,53 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
     return pairs
 
 
-def split_pairs(pairs: list[PreferencePair], eval_fraction: float, seed: int
-                ) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """(train, held-out), drawn in a seeded order. A positive fraction holds out at least one
-    pair and keeps at least one for training; with one pair, or fraction 0, nothing is held
-    out."""
-    if eval_fraction <= 0 or len(pairs) < 2:
-        return list(pairs), []
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(max(1, round(eval_fraction * len(pairs))), len(pairs) - 1)
-    held_out = sorted(order[:n_eval])
-    kept = sorted(order[n_eval:])
-    return [pairs[i] for i in kept], [pairs[i] for i in held_out]
+# The held-out set: never more than half the pairs.
+EVAL_MAX_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[PreferencePair]
+    eval: list[PreferencePair]
+    prompts: int
+    """Distinct prompts in the data set."""
+    eval_prompts: int
+    """Prompts whose pairs are all held out (no prompt is on both sides)."""
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """One text per distinct prompt (chat prompts by their messages)."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def split_pairs(pairs: list[PreferencePair], eval_fraction: float, seed: int) -> Split:
+    """Training and held-out pairs, split by prompt: every pair of a prompt lands on the same
+    side, so the held-out score measures prompts the model never trained on (pairs of one
+    prompt share its text and often its responses; split pair by pair, a model that learns
+    the prompts scores well without generalising). Whole prompts, in a seeded order, are held
+    out until at least ``max(EVAL_MIN_PAIRS, eval_fraction x pairs)`` pairs are, as long as
+    the training side keeps at least half the pairs. ``eval_fraction`` 0, or a single prompt,
+    holds out nothing."""
+    groups: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        groups.setdefault(prompt_key(pair.prompt), []).append(i)
+    keys = list(groups)
+    if eval_fraction <= 0 or len(keys) < 2:
+        return Split(list(pairs), [], len(keys), 0)
+    random.Random(seed).shuffle(keys)
+    wanted = max(EVAL_MIN_PAIRS, math.ceil(eval_fraction * len(pairs)))
+    allowed = math.floor(EVAL_MAX_SHARE * len(pairs))
+    held: set[int] = set()
+    held_prompts = 0
+    for key in keys[:-1]:  # the last prompt always trains
+        if len(held) >= wanted:
+            break
+        if len(held) + len(groups[key]) > allowed:
+            continue  # too big to hold out; a smaller prompt may still fit
+        held.update(groups[key])
+        held_prompts += 1
+    train = [p for i, p in enumerate(pairs) if i not in held]
+    return Split(train, [p for i, p in enumerate(pairs) if i in held], len(keys), held_prompts)
 
 
 def format_pair(tokenizer: Any, prompt: Prompt, response: str) -> str:

@@ -11,14 +11,19 @@ Where this departs from the papers, and why:
   or an encoder such as MiniLM (its ``classifier`` reads the pooled first token); both come from
   ``AutoModelForSequenceClassification`` with ``num_labels=1``. Sequences are padded on the
   right (absolute-position encoders need that) and cut from the left, so the response survives.
-- The held-out pairs are a seeded split of the dataset (``eval_fraction``), measured every
-  ``eval_every`` steps and at the last one: pairwise accuracy, mean margin, loss.
+- The held-out pairs are a seeded split *by prompt* (:func:`training.reward_data.split_pairs`:
+  no prompt on both sides, at least 20 pairs, at most half), measured every ``eval_every``
+  steps (default ten times a run) and at the last one: pairwise accuracy, mean margin, loss.
+- The length is given in epochs over the training pairs (``max_steps`` caps it), and the run
+  stops early when held-out accuracy has not improved for ``early_stop_patience``
+  evaluations in a row (the last weights are kept, not the best ones).
 - The learning rate is constant after an optional linear warm-up; no reward normalisation or
   centring is applied to the head's output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -167,8 +172,12 @@ class _State:
     train_pairs: list[PreferencePair]
     eval_pairs: list[PreferencePair]
     device: torch.device
+    prompts: int = 0
+    eval_prompts: int = 0
     elapsed_s: float = 0.0
     pairs_total: int = 0
+    best_accuracy: float | None = None
+    evals_since_best: int = 0
 
 
 def train(config: RewardModelConfig, *, sink: MetricsSink | None = None,
@@ -176,9 +185,12 @@ def train(config: RewardModelConfig, *, sink: MetricsSink | None = None,
           resume_from: str | None = None) -> tuple[TrainResult, dict[str, float]]:
     """Fit a reward model on ``config.dataset_path``; returns the result and the last step's
     metrics (with the held-out ``eval/*`` ones when the last step was measured)."""
+    sink = sink or NullSink()
     state, start = _setup(config, resume_from)
-    return run_steps(config, state, _step_with_eval, start=start, sink=sink or NullSink(),
-                     should_stop=should_stop, save=_checkpoint)
+    config = dataclasses.replace(config, max_steps=config.steps_for(len(state.train_pairs)))
+    sink.log_total_steps(config.max_steps)
+    return run_steps(config, state, _step_with_eval, start=start, sink=sink,
+                     should_stop=should_stop, save=_checkpoint, stop_check=_early_stop)
 
 
 def _step_with_eval(config: RewardModelConfig, state: _State, should_stop: Callable[[], bool]
@@ -186,18 +198,41 @@ def _step_with_eval(config: RewardModelConfig, state: _State, should_stop: Calla
     """One update, and on evaluation steps the held-out figures and a few held-out pairs."""
     metrics = reward_model_step(config, state)
     step = state.scheduler.last_epoch  # updates so far, i.e. this step's number
-    if not state.eval_pairs or (step % config.eval_every and step != config.max_steps):
+    interval = config.eval_interval(config.max_steps)
+    if not state.eval_pairs or (step % interval and step != config.max_steps):
         return metrics, []
     started = time.perf_counter()
     eval_metrics, samples = evaluate(config, state)
     state.elapsed_s += time.perf_counter() - started
-    return metrics | eval_metrics | {"perf/elapsed_s": state.elapsed_s}, samples
+    accuracy = eval_metrics["eval/accuracy"]
+    if state.best_accuracy is None or accuracy > state.best_accuracy:
+        state.best_accuracy, state.evals_since_best = accuracy, 0
+    else:
+        state.evals_since_best += 1
+    split = {"eval/pairs": float(len(state.eval_pairs)),
+             "eval/prompts": float(state.eval_prompts),
+             "data/train_pairs": float(len(state.train_pairs)),
+             "data/prompts": float(state.prompts)}
+    return metrics | eval_metrics | split | {"perf/elapsed_s": state.elapsed_s}, samples
+
+
+def _early_stop(config: RewardModelConfig, state: _State, metrics: dict[str, float]
+                ) -> str | None:
+    """A reason to stop once held-out accuracy has not improved for the configured number of
+    evaluations in a row (checked after evaluation steps only)."""
+    patience = config.early_stop_patience
+    if "eval/accuracy" not in metrics or not patience or state.evals_since_best < patience:
+        return None
+    if state.scheduler.last_epoch >= config.max_steps:
+        return None  # the last step: the run ends as planned
+    return (f"early stop: held-out accuracy has not improved for {patience} evaluations "
+            f"(best {state.best_accuracy:.3f})")
 
 
 def _setup(config: RewardModelConfig, resume_from: str | None) -> tuple[_State, int]:
     device, dtype, saved = prepare(config, resume_from)
-    train_pairs, eval_pairs = split_pairs(read_pairs(config.dataset_path),
-                                          config.eval_fraction, config.seed)
+    split = split_pairs(read_pairs(config.dataset_path), config.eval_fraction, config.seed)
+    train_pairs, eval_pairs = split.train, split.eval
     tokenizer = load_reward_tokenizer(config.model_path)
     model = _load_trainable(config, tokenizer, device, dtype, resume_from, saved)
     model.train()
@@ -206,7 +241,7 @@ def _setup(config: RewardModelConfig, resume_from: str | None) -> tuple[_State, 
     scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     sampler = PromptSampler(len(train_pairs), config.seed)
     state = _State(model, tokenizer, optimizer, scheduler, sampler, train_pairs, eval_pairs,
-                   device)
+                   device, prompts=split.prompts, eval_prompts=split.eval_prompts)
     if saved is None:
         return state, 0
     restore_optimizer(optimizer, saved)
@@ -214,6 +249,8 @@ def _setup(config: RewardModelConfig, resume_from: str | None) -> tuple[_State, 
     sampler.load_state(saved["sampler"])
     set_rng_state(saved["rng"])
     state.elapsed_s, state.pairs_total = saved["elapsed_s"], saved["pairs_total"]
+    state.best_accuracy = saved.get("best_accuracy")
+    state.evals_since_best = int(saved.get("evals_since_best", 0))
     return state, int(saved["step"])
 
 
@@ -314,6 +351,8 @@ def _checkpoint(config: RewardModelConfig, state: _State, step: int, sink: Metri
                         optimizer=state.optimizer, lora=bool(config.lora_rank), rng=rng_state(),
                         state={"step": step, "sampler": state.sampler.state(),
                                "elapsed_s": state.elapsed_s,
-                               "pairs_total": state.pairs_total})
+                               "pairs_total": state.pairs_total,
+                               "best_accuracy": state.best_accuracy,
+                               "evals_since_best": state.evals_since_best})
     sink.log_checkpoint(step, str(dest))
     return str(dest)

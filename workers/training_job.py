@@ -44,6 +44,9 @@ class RunSink:
         attempts.run_record_samples(run_id=self.run_id, attempt=self.attempt, step=step,
                                     samples=[asdict(s) for s in samples])
 
+    def log_total_steps(self, total: int) -> None:
+        attempts.run_set_total_steps(run_id=self.run_id, attempt=self.attempt, total=total)
+
     def log_checkpoint(self, step: int, path: str) -> None:
         root = Path(settings.CHECKPOINTS_DIR)
         directory = Path(path)

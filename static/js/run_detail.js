@@ -4,7 +4,7 @@
   "use strict";
   const page = document.getElementById("run-page");
   if (!page) return;
-  const maxSteps = Number(page.dataset.maxSteps);
+  let maxSteps = Number(page.dataset.maxSteps);
   const C = window.RLHFCharts;
   // Past this many steps the history comes downsampled (min/max buckets) from the server.
   const DOWNSAMPLE_AFTER = 2000;
@@ -138,7 +138,8 @@
     const recent = stepSeconds.slice(-5);
     const mean = recent.reduce((a, b) => a + b, 0) / (recent.length || 1);
     const eta = document.getElementById("run-eta");
-    if (eta) eta.textContent = recent.length ? formatEta(mean * (maxSteps - step)) : "";
+    const live = !ENDED.includes(page.dataset.status);
+    if (eta) eta.textContent = live && recent.length ? formatEta(mean * (maxSteps - step)) : "";
   }
 
   let peakMem = 0;
@@ -211,6 +212,11 @@
       refresh(page.dataset.statusUrl, "#status-card");
     });
     source.addEventListener("resume", onResume);
+    // The engine worked out the run's length (a reward model's epochs over its pairs).
+    source.addEventListener("plan", (event) => {
+      maxSteps = JSON.parse(event.data).max_steps;
+      setProgress(lastStep);
+    });
     source.addEventListener("checkpoint", () => refresh(page.dataset.checkpointsUrl, "#checkpoints"));
     source.addEventListener("end", (event) => {
       source.close();

@@ -1,5 +1,6 @@
-// On every page: the navigation behind a "Menu" button on narrow screens, and a question
-// before forms that delete or revoke something (<form data-confirm="...">).
+// On every page: the navigation behind a "Menu" button on narrow screens, a question
+// before forms that delete or revoke something (<form data-confirm="...">), and "... is
+// queued" news dropped once the job's status card says it has started.
 // Without this script the links simply wrap and the forms submit at once.
 (function () {
   "use strict";
@@ -17,4 +18,12 @@
     const question = event.target.getAttribute && event.target.getAttribute("data-confirm");
     if (question && !window.confirm(question)) event.preventDefault();
   });
+  function dropStaleLaunchNews() {
+    const card = document.getElementById("status-card");
+    if (card && card.dataset.status && card.dataset.status !== "queued") {
+      document.querySelectorAll(".messages li.launch").forEach((li) => li.remove());
+    }
+  }
+  document.addEventListener("DOMContentLoaded", dropStaleLaunchNews);
+  document.body && document.body.addEventListener("htmx:afterSettle", dropStaleLaunchNews);
 })();

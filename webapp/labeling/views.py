@@ -17,6 +17,7 @@ from webapp.errors import ServiceError
 from webapp.labeling import selectors, services
 from webapp.labeling.forms import BatchForm
 from webapp.labeling.models import Batch
+from webapp.waiting import queue_place
 
 LIST_LIMIT = 200
 # The ranking page's keys, shown on the page (the JS implements them).
@@ -60,7 +61,7 @@ def batch_new(request: HttpRequest) -> HttpResponse:
         form.add_service_error(exc)
         return _render_list(request, form, status=exc.status, error=exc)
     messages.success(request, f"Batch '{batch.name}' is queued; a worker generates its "
-                              "responses.")
+                              "responses.", extra_tags="launch")
     return redirect("labeling:detail", batch_id=batch.pk)
 
 
@@ -75,7 +76,8 @@ def _status_context(request: HttpRequest, batch: Batch) -> dict[str, Any]:
     progress = selectors.batch_progress(batch=batch, user=request.user)
     eta = selectors.generation_eta_s(batch=batch, items_total=progress.items_total)
     return {"batch": batch, "progress": progress, "eta": format_eta(eta),
-            "is_owner": batch.owner_id == request.user.pk}
+            "is_owner": batch.owner_id == request.user.pk,
+            "queue": queue_place(job=batch, viewer_id=request.user.pk)}
 
 
 @login_required
@@ -91,9 +93,11 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def batch_status_fragment(request: HttpRequest, batch_id: int) -> HttpResponse:
-    """Polled every 2 s by the batch page while the batch generates."""
+    """Polled every 2 s by the batch page while the batch generates; the delete card comes
+    along (out of band), so what it says follows the batch's state."""
     batch = selectors.batch_get_for_user(user=request.user, batch_id=batch_id)
-    return render(request, "labeling/detail.html#status", _status_context(request, batch))
+    return render(request, "labeling/detail.html#status",
+                  _status_context(request, batch) | {"oob": True})
 
 
 @login_required

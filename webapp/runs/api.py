@@ -5,19 +5,20 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
 from pydantic import StrictInt
 
 from training.config import CONFIG_CLASSES
 from webapp.errors import Invalid
-from webapp.runs import compare, deletion, selectors, services
+from webapp.runs import compare, deletion, export, selectors, services
 from webapp.runs.checkpoints import checkpoint_disk_usage
 from webapp.runs.models import Checkpoint, Run
 from webapp.runs.registry import model_list
 from webapp.runs.series import POINTS_MAX, POINTS_MIN, X_KEYS, series_downsampled
 from webapp.runs.summaries import summary_of
 from webapp.schemas import OFFSET_MAX, StrictIn
+from webapp.waiting import queue_place
 
 STEP_MAX = 10**9  # ?after= and ?step= beyond any run, within what the database compares
 
@@ -43,6 +44,21 @@ class RunIn(StrictIn):
     base_model: str = ""
     rewards: Any = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    tags: Any = Field(None, description="texts of at most 40 characters, no commas; at most 16")
+    notes: Any = Field(None, description="free text, at most 20000 characters")
+
+
+class RunPatchIn(StrictIn):
+    tags: Any = Field(None, description="replaces the run's tags")
+    notes: Any = Field(None, description="replaces the run's notes")
+
+
+class QueueOut(Schema):
+    position: int = Field(description="1: the next job a free worker starts")
+    eta_s: float | None = Field(description="seconds until a worker is free, when every job "
+                                "ahead is running and has shown its pace")
+    running: int
+    queued_ahead: int
 
 
 class SummaryOut(Schema):
@@ -84,6 +100,9 @@ class RunOut(Schema):
     attempt: int
     summary: SummaryOut
     attempts: list[AttemptOut]
+    tags: list[str]
+    notes: str
+    queue: QueueOut | None = Field(None, description="while the run waits for a worker")
 
 
 class DiskOut(Schema):
@@ -109,7 +128,7 @@ class Paging(Schema):
     offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
-_DERIVED = ("dataset", "parent_checkpoint", "summary", "attempts")
+_DERIVED = ("dataset", "parent_checkpoint", "summary", "attempts", "queue")
 
 
 def run_out(run: Run) -> dict[str, Any]:
@@ -117,7 +136,9 @@ def run_out(run: Run) -> dict[str, Any]:
         "dataset": run.dataset_id, "parent_checkpoint": run.parent_checkpoint_id,
         "summary": summary_of(run),
         "attempts": [{f: getattr(a, f) for f in AttemptOut.model_fields}
-                     for a in run.attempts.all()]}
+                     for a in run.attempts.all()],
+        "queue": place.as_json() if (place := queue_place(job=run, viewer_id=run.owner_id))
+        else None}
 
 
 class RunListQuery(Paging):
@@ -126,6 +147,7 @@ class RunListQuery(Paging):
     dataset: str | None = None
     base_model: str | None = None
     q: str | None = None
+    tag: str | None = None
     ordering: str | None = Field(None, description="created_at, name, reward_final, "
                                  "reward_best, wall_s, ... ('-' for descending)")
 
@@ -133,6 +155,7 @@ class RunListQuery(Paging):
 class CompareQuery(Schema):
     ids: str = Field("", description="run ids, comma-separated (at most "
                      f"{compare.COMPARE_MAX_RUNS})")
+    tag: str | None = Field(None, description="instead of ids: your newest runs with this tag")
     keys: str | None = Field(None, description="metric keys, comma-separated; all when left "
                              "out")
     points: int = Field(1000, description=f"points per series, {POINTS_MIN} to {POINTS_MAX}")
@@ -211,14 +234,15 @@ def create_run(request: HttpRequest, payload: RunIn):
     run = services.run_create(owner=request.user, name=payload.name,
                               algorithm=payload.algorithm, dataset_id=payload.dataset,
                               base_model=payload.base_model, rewards=payload.rewards,
-                              hyperparameters=payload.hyperparameters)
+                              hyperparameters=payload.hyperparameters, tags=payload.tags,
+                              notes=payload.notes)
     return 201, run_out(run)
 
 
 @router.get("/runs", response=list[RunOut])
 def list_runs(request: HttpRequest, query: Query[RunListQuery]):
     """Filters: ``algorithm``, ``status``, ``dataset`` (id), ``base_model`` (model id),
-    ``q`` (text in the name); ``ordering`` by any summary column (``-`` descending)."""
+    ``q`` (text in the name), ``tag``; ``ordering`` by any summary column (``-`` descending)."""
     filters = selectors.RunFilters.parse(query.dict())
     return [run_out(r) for r in selectors.run_list(user=request.user, filters=filters,
                                                    limit=query.limit, offset=query.offset)]
@@ -228,7 +252,7 @@ def list_runs(request: HttpRequest, query: Query[RunListQuery]):
 def compare_runs(request: HttpRequest, query: Query[CompareQuery]):
     """Settings, diff, summary and metric series of several runs, each series downsampled
     to at most ``points`` points by min/max buckets (see API.md "Compare")."""
-    ids = compare.parse_run_ids(query.ids)
+    ids = compare.ids_to_compare(user=request.user, ids=query.ids, tag=query.tag)
     keys = _parse_keys(query.keys)
     _check_points(query.points)
     if query.x not in ("step", *X_KEYS):
@@ -256,6 +280,29 @@ def compare_prompts(request: HttpRequest, ids: str = ""):
 @router.get("/runs/{run_id}", response=RunOut)
 def get_run(request: HttpRequest, run_id: int):
     return run_out(selectors.run_get_for_user(user=request.user, run_id=run_id))
+
+
+@router.patch("/runs/{run_id}", response=RunOut)
+def update_run(request: HttpRequest, run_id: int, payload: RunPatchIn):
+    """Replace the run's ``tags`` and/or ``notes``, whatever its state."""
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    if payload.tags is None and payload.notes is None:
+        raise Invalid("Send tags, notes or both.", fields={"tags": "or notes: required"})
+    return run_out(services.run_update(run=run, tags=payload.tags, notes=payload.notes))
+
+
+@router.get("/runs/{run_id}/export")
+def export_run(request: HttpRequest, run_id: int, what: str = "metrics", format: str = "csv"):
+    """The stored rows as a file: ``what`` metrics (CSV: a row per step, a column per key;
+    JSONL: a line per step and key) or samples (JSONL or CSV)."""
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    export.check_export(what, format)
+    kind = "text/csv" if format == "csv" else "application/x-ndjson"
+    response = StreamingHttpResponse(export.WRITERS[what, format](run),
+                                     content_type=f"{kind}; charset=utf-8")
+    response["Content-Disposition"] = (
+        f'attachment; filename="{export.filename(run, what, format)}"')
+    return response
 
 
 @router.post("/runs/{run_id}/cancel", response={202: RunOut})

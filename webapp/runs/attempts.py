@@ -99,6 +99,14 @@ def run_should_stop(*, run_id: int, attempt: int) -> bool:
     return flags is None or any(flags)
 
 
+def run_set_total_steps(*, run_id: int, attempt: int, total: int) -> None:
+    """The run's length as its engine worked it out (a reward model's epochs), for the
+    progress bar and ETA."""
+    if not _current(run_id, attempt).update(max_steps=max(1, int(total))):
+        raise _stale(run_id, attempt)
+    events.publish(run_id, "plan", {"max_steps": int(total)})
+
+
 def run_record_step(*, run_id: int, attempt: int, step: int,
                     metrics: Mapping[str, float]) -> None:
     """Store one step's metrics (idempotent per run/step/key), fold them into the summary,

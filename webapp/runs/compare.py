@@ -17,6 +17,19 @@ from webapp.runs.summaries import summary_of
 COMPARE_MAX_RUNS = 20
 
 
+def ids_to_compare(*, user: Any, ids: str, tag: str | None) -> list[int]:
+    """``?ids=1,2,3``, or with ``?tag=`` alone the user's newest runs with that tag."""
+    if ids or not tag:
+        return parse_run_ids(ids)
+    found = list(Run.objects.filter(owner_id=user.pk, tag_rows__name=tag.strip()[:100])
+                 .order_by("-created_at", "-id").values_list("pk", flat=True)
+                 [:COMPARE_MAX_RUNS])
+    if not found:
+        raise Invalid(f"None of your runs has the tag '{tag[:100]}'.",
+                      fields={"tag": "no run has it"})
+    return found
+
+
 def parse_run_ids(raw: str) -> list[int]:
     """``1,2,3`` -> ids, in order, without repeats. Anything that is not a canonical id is
     a 404, like an id that is not yours."""

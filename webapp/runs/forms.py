@@ -9,7 +9,7 @@ from django import forms
 
 from training.config import CONFIG_CLASSES
 from webapp.datasets.models import Dataset
-from webapp.runs.registry import BASE_KINDS, model_list
+from webapp.runs.registry import BASE_KINDS, MINILM, model_list
 from webapp.runs.services import DATASET_KINDS
 
 GROUP_TITLES = {"schedule": "Schedule", "optimisation": "Optimisation", "sampling": "Sampling",
@@ -42,10 +42,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "gamma": 1.0, "lam": 0.95},
     },
     "reward_model": {
-        "Smoke test (tiny-llama)": {"base_model": "tiny-llama", "max_steps": 20,
+        "Smoke test (tiny-llama)": {"base_model": "tiny-llama", "epochs": 1,
                                     "batch_size": 8, "max_length": 128},
-        "MiniLM encoder": {"max_steps": 200, "batch_size": 16, "learning_rate": 5e-5,
-                           "max_length": 256},
+        "MiniLM encoder": {"base_model": MINILM, "epochs": 3, "batch_size": 16,
+                           "learning_rate": 5e-5, "max_length": 256},
     },
 }
 
@@ -70,6 +70,12 @@ class RunForm(forms.Form):
                                                "from it.")
     base_model = forms.ChoiceField(help_text="The policy to start from: a bundled model or a "
                                              "checkpoint of an earlier run.")
+    tags = forms.CharField(required=False, max_length=1000,
+                           help_text="Comma-separated, to find and compare runs later "
+                                     "(e.g. baseline, lr-sweep).")
+    notes = forms.CharField(required=False, max_length=20_000,
+                            widget=forms.Textarea(attrs={"rows": 2}),
+                            help_text="What you are trying; shown on the run page.")
 
     def __init__(self, *args: Any, user: Any, algorithm: str, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -65,6 +65,7 @@ class Run(models.Model):
     worker = models.CharField(max_length=200, blank=True)
     task_id = models.CharField(max_length=200, blank=True, help_text="the queued task")
     crashes = models.PositiveIntegerField(default=0)
+    notes = models.TextField(blank=True, help_text="the owner's notes on the run")
 
     # The summary the runs list and the compare page show, kept up to date as steps arrive
     # (services.run_record_step) so listing runs never scans their metrics.
@@ -89,6 +90,25 @@ class Run(models.Model):
     @property
     def progress(self) -> float:
         return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+    @property
+    def tags(self) -> list[str]:
+        """The run's tags by name (prefetch ``tag_rows`` when listing runs)."""
+        return [t.name for t in self.tag_rows.all()]
+
+
+class RunTag(models.Model):
+    """A label the owner puts on a run to find and compare it with others (as W&B tags); a
+    row per tag so the runs list filters by one on every database."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tag_rows")
+    name = models.CharField(max_length=40)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"],
+                                               name="runtag_unique_run_name")]
+        indexes = [models.Index(fields=["name", "run"], name="runtag_name_run")]
 
 
 class Metric(models.Model):

@@ -36,7 +36,7 @@ class Prefill:
 def _from_run(run: Run, *, base_model: str, name: str, note: str) -> Prefill:
     known = {f.name for f in CONFIG_CLASSES[run.algorithm].hyperparameter_fields()}
     initial: dict[str, Any] = {"name": name[:200], "dataset": run.dataset_id,
-                               "base_model": base_model}
+                               "base_model": base_model, "tags": ", ".join(run.tags)}
     initial |= {f"hp_{k}": v for k, v in run.hyperparameters.items() if k in known}
     return Prefill(algorithm=run.algorithm, initial=initial,
                    rewards=[dict(r) for r in run.rewards] or None, note=note)

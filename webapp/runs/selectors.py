@@ -11,7 +11,7 @@ from django.db.models import F, OrderBy, QuerySet
 from django.http import Http404
 
 from webapp.errors import Invalid
-from webapp.runs.models import Algorithm, Checkpoint, Metric, Run, RunStatus, Sample
+from webapp.runs.models import Algorithm, Checkpoint, Metric, Run, RunStatus, RunTag, Sample
 from webapp.runs.summaries import Summary, summary_of
 
 # ?ordering= names and the column each sorts by; "-name" sorts descending. Runs without a
@@ -35,6 +35,7 @@ class RunFilters:
     dataset: int | None = None
     base_model: str | None = None
     q: str | None = None
+    tag: str | None = None
     ordering: str = DEFAULT_ORDERING
 
     @classmethod
@@ -48,8 +49,8 @@ class RunFilters:
                 fields[name] = f"at most {QUERY_MAX} characters"
             return value or None
 
-        algorithm, status, base_model, q = (text("algorithm"), text("status"),
-                                            text("base_model"), text("q"))
+        algorithm, status, base_model, q, tag = (text("algorithm"), text("status"),
+                                                 text("base_model"), text("q"), text("tag"))
         if algorithm and algorithm not in Algorithm.values:
             fields["algorithm"] = "one of " + ", ".join(Algorithm.values)
         if status and status not in RunStatus.values:
@@ -65,7 +66,7 @@ class RunFilters:
                 f"{k}: {v}" for k, v in fields.items()) + ".", fields=fields)
         return cls(algorithm=algorithm, status=status,
                    dataset=int(dataset) if dataset else None, base_model=base_model, q=q,
-                   ordering=ordering)
+                   tag=tag, ordering=ordering)
 
 
 def _order(ordering: str) -> list[OrderBy]:
@@ -79,7 +80,7 @@ def run_list(*, user: AbstractBaseUser | AnonymousUser, filters: RunFilters | No
              limit: int = 50, offset: int = 0) -> QuerySet[Run]:
     """The user's runs matching ``filters``, sorted by its ordering, one page of them."""
     return run_filtered(user=user, filters=filters).select_related(
-        "dataset").prefetch_related("attempts")[offset:offset + limit]
+        "dataset").prefetch_related("attempts", "tag_rows")[offset:offset + limit]
 
 
 def run_filtered(*, user: AbstractBaseUser | AnonymousUser,
@@ -94,6 +95,8 @@ def run_filtered(*, user: AbstractBaseUser | AnonymousUser,
         qs = qs.filter(dataset_id=f.dataset)
     if f.base_model:
         qs = qs.filter(base_model=f.base_model)
+    if f.tag:
+        qs = qs.filter(tag_rows__name=f.tag)
     if f.q:
         qs = qs.filter(name__icontains=f.q)
     return qs.order_by(*_order(f.ordering))
@@ -103,6 +106,12 @@ def run_base_models(*, user: AbstractBaseUser | AnonymousUser) -> list[str]:
     """The base models the user's runs started from, for the list's filter."""
     return list(Run.objects.filter(owner_id=user.pk).order_by("base_model")
                 .values_list("base_model", flat=True).distinct())
+
+
+def run_tags(*, user: AbstractBaseUser | AnonymousUser) -> list[str]:
+    """Every tag on the user's runs, for the list's filter."""
+    return list(RunTag.objects.filter(run__owner_id=user.pk).order_by("name")
+                .values_list("name", flat=True).distinct())
 
 
 def run_get_for_user(*, user: AbstractBaseUser | AnonymousUser, run_id: int | str) -> Run:
@@ -118,7 +127,8 @@ def runs_get_for_user(*, user: AbstractBaseUser | AnonymousUser, run_ids: list[i
     """The runs in ``run_ids`` order; a 404 when any is missing or another user's (the
     answer does not say which, so ids do not leak)."""
     found = {r.pk: r for r in Run.objects.filter(pk__in=run_ids, owner_id=user.pk)
-             .select_related("dataset", "parent_checkpoint").prefetch_related("attempts")}
+             .select_related("dataset", "parent_checkpoint__run")
+             .prefetch_related("attempts", "tag_rows")}
     if len(found) != len(set(run_ids)):
         raise Http404("No such run.")
     return [found[i] for i in run_ids]
@@ -182,3 +192,22 @@ def checkpoint_get_for_user(*, user: AbstractBaseUser | AnonymousUser,
 def run_summary(*, run: Run) -> Summary:
     """Headline figures for the run page, as stored when steps were recorded."""
     return summary_of(run)
+
+
+SPLIT_KEYS = ("eval/pairs", "eval/prompts", "data/train_pairs", "data/prompts")
+
+
+def reward_model_split(*, run: Run) -> dict[str, int] | None:
+    """How a reward-model run split its pairs (from its last evaluation): ``eval_pairs``,
+    ``eval_prompts``, ``train_pairs``, ``prompts``; None before the first evaluation."""
+    if run.algorithm != "reward_model":
+        return None
+    last = (Metric.objects.filter(run=run, key="eval/pairs").order_by("-step")
+            .values_list("step", flat=True).first())
+    if last is None:
+        return None
+    values = dict(Metric.objects.filter(run=run, step=last, key__in=SPLIT_KEYS)
+                  .values_list("key", "value"))
+    names = {"eval/pairs": "eval_pairs", "eval/prompts": "eval_prompts",
+             "data/train_pairs": "train_pairs", "data/prompts": "prompts"}
+    return {names[k]: int(v) for k, v in values.items()}

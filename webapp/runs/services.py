@@ -10,7 +10,12 @@ from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
-from training.config import ConfigError, validate_hyperparameters, validate_rewards
+from training.config import (
+    ConfigError,
+    RewardModelConfig,
+    validate_hyperparameters,
+    validate_rewards,
+)
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_get_for_user
 from webapp.errors import Invalid, WrongState
@@ -18,8 +23,9 @@ from webapp.jobs import drop_task
 from webapp.limits import run_caps_check
 from webapp.queueing import enqueue
 from webapp.runs import events
-from webapp.runs.models import CLAIMABLE_STATUSES, Run, RunStatus
+from webapp.runs.models import CLAIMABLE_STATUSES, Run, RunStatus, RunTag
 from webapp.runs.registry import BASE_KINDS, model_resolve
+from webapp.runs.tags import clean_notes, clean_tags
 from webapp.text import clean_name
 
 # The dataset kinds each algorithm trains on.
@@ -60,9 +66,11 @@ def _clean_rewards(owner: AbstractBaseUser, algorithm: str, rewards: Any,
 
 
 def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id: Any,
-               base_model: str, rewards: Any, hyperparameters: Any) -> Run:
+               base_model: str, rewards: Any, hyperparameters: Any, tags: Any = None,
+               notes: Any = None) -> Run:
     """Validate everything, store the run as queued, enqueue it once the row is committed."""
     name = clean_name(name or "", what="the run")
+    tags, notes = clean_tags(tags), clean_notes(notes)
     if algorithm not in DATASET_KINDS:
         raise Invalid("algorithm must be one of " + ", ".join(DATASET_KINDS) + ".",
                       fields={"algorithm": "unsupported"})
@@ -81,10 +89,19 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
         run = Run.objects.create(
             owner=owner, name=name, algorithm=algorithm, dataset=dataset,
             base_model=entry.id, rewards=clean_rewards, hyperparameters=clean_hp,
-            max_steps=clean_hp["max_steps"],
+            max_steps=_planned_steps(algorithm, clean_hp, dataset), notes=notes,
             parent_checkpoint_id=entry.checkpoint_id)
+        RunTag.objects.bulk_create(RunTag(run=run, name=tag) for tag in tags)
         transaction.on_commit(lambda: _enqueue(run.pk))
     return run
+
+
+def _planned_steps(algorithm: str, hyperparameters: dict[str, Any], dataset: Dataset) -> int:
+    """The run's length as far as it is known now: a reward model's epochs over the data
+    set's rows (its worker sets the exact length once it has split the pairs)."""
+    if algorithm != "reward_model":
+        return int(hyperparameters["max_steps"])
+    return RewardModelConfig(**hyperparameters).steps_for(dataset.rows)
 
 
 def _enqueue(run_id: int, *, fresh: bool = True) -> None:
@@ -100,6 +117,21 @@ def _enqueue(run_id: int, *, fresh: bool = True) -> None:
             status=RunStatus.FAILED, finished_at=timezone.now(), error=error))
     if task_id:
         Run.objects.filter(pk=run_id, status__in=CLAIMABLE_STATUSES).update(task_id=task_id)
+
+
+def run_update(*, run: Run, tags: Any = None, notes: Any = None) -> Run:
+    """Replace the run's tags and/or notes (None leaves one as it is); any state."""
+    clean = clean_tags(tags) if tags is not None else None
+    text = clean_notes(notes) if notes is not None else None
+    with transaction.atomic():
+        if text is not None:
+            Run.objects.filter(pk=run.pk).update(notes=text)
+        if clean is not None:
+            RunTag.objects.filter(run=run).exclude(name__in=clean).delete()
+            have = set(RunTag.objects.filter(run=run).values_list("name", flat=True))
+            RunTag.objects.bulk_create(RunTag(run=run, name=t) for t in clean if t not in have)
+    run.refresh_from_db()
+    return run
 
 
 def run_cancel(*, run: Run) -> Run:

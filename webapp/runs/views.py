@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from training.charts import CATALOG
+from training.config import EVAL_MIN_PAIRS
 from webapp.datasets.models import Dataset
 from webapp.errors import ServiceError
 from webapp.runs import compare, deletion, selectors, services
@@ -24,9 +25,11 @@ from webapp.runs.forms import (
     rewards_from_post,
 )
 from webapp.runs.models import Run, RunStatus
+from webapp.runs.naming import model_refs
 from webapp.runs.prefill import prefill_from
 from webapp.runs.registry import model_list
 from webapp.runs.summaries import REWARD_KEYS
+from webapp.waiting import queue_place
 
 DEFAULT_REWARDS = [{"type": "length", "target": 200, "weight": 1.0}]
 
@@ -50,7 +53,8 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
     except ServiceError as exc:
         messages.error(request, exc.detail)
         filters = selectors.RunFilters()
-    runs = selectors.run_filtered(user=request.user, filters=filters).select_related("dataset")
+    runs = selectors.run_filtered(user=request.user, filters=filters).select_related(
+        "dataset").prefetch_related("tag_rows")
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -60,41 +64,47 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(), "algorithms": ALGORITHMS, "statuses": RunStatus.choices,
         "datasets": Dataset.objects.filter(owner_id=request.user.pk, hidden=False
                                            ).order_by("name"),
-        "base_models": selectors.run_base_models(user=request.user)})
+        "base_models": selectors.run_base_models(user=request.user),
+        "tags": selectors.run_tags(user=request.user)})
 
 
 @login_required
 def run_compare_page(request: HttpRequest) -> HttpResponse:
     """``/runs/compare/?ids=1,2,3`` (the runs page's checkboxes send ``?id=1&id=2``, which
-    is turned into that shareable form)."""
+    is turned into that shareable form), or ``?tag=baseline``: the newest runs with it."""
     if "id" in request.GET:
         return redirect(reverse("runs:compare") + "?ids=" + ",".join(request.GET.getlist("id")))
     try:
-        runs = selectors.runs_get_for_user(
-            user=request.user, run_ids=compare.parse_run_ids(request.GET.get("ids", "")))
+        runs = selectors.runs_get_for_user(user=request.user, run_ids=compare.ids_to_compare(
+            user=request.user, ids=request.GET.get("ids", ""), tag=request.GET.get("tag")))
     except ServiceError as exc:
         messages.error(request, exc.detail + " Tick two or more runs and press Compare.")
         return redirect("runs:list")
     diff = compare.run_settings_diff(runs)
+    names = model_refs([v for row in diff for v in row["values"] if isinstance(v, str) and (
+        row["field"] == "base_model" or row["field"].endswith(".model"))],
+        owner_id=request.user.pk)
     return render(request, "runs/compare.html", {
         "runs": runs, "ids": ",".join(str(r.pk) for r in runs),
         "runs_json": [{"id": r.pk, "name": r.name, "index": i, "algorithm": r.algorithm,
                        "status": r.status} for i, r in enumerate(runs)],
-        "diff": [row | {"shown": [_setting_text(row["field"], v, runs) for v in row["values"]]}
-                 for row in diff],
+        "diff": [row | {"shown": [_setting_text(row["field"], v, runs, names)
+                                  for v in row["values"]]} for row in diff],
         "differing": sum(row["differs"] for row in diff),
         "ratios": compare.ppo_grpo_ratios(runs), "chart_catalog": CATALOG.as_json()})
 
 
-def _setting_text(field: str, value: object, runs: list) -> str:
-    """A diff cell as a person reads it: dataset names, the parent checkpoint's run."""
+def _setting_text(field: str, value: object, runs: list, names: dict) -> str:
+    """A diff cell as a person reads it: dataset names, checkpoints as their run and step."""
     if value is None:
         return "–"
+    if (field == "base_model" or field.endswith(".model")) and isinstance(value, str):
+        return names[value].text
     if field == "dataset":
         return next((r.dataset.name for r in runs if r.dataset_id == value), str(value))
     if field == "parent_checkpoint":
         parent = next(r.parent_checkpoint for r in runs if r.parent_checkpoint_id == value)
-        return f"run {parent.run_id} step {parent.step}"
+        return f"run {parent.run.name}, step {parent.step}"
     return json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
 
 
@@ -132,7 +142,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
             owner=request.user, name=form.cleaned_data["name"], algorithm=algorithm,
             dataset_id=form.cleaned_data["dataset"].pk,
             base_model=form.cleaned_data["base_model"], rewards=rewards,
-            hyperparameters=form.hyperparameters())
+            hyperparameters=form.hyperparameters(), tags=form.cleaned_data["tags"],
+            notes=form.cleaned_data["notes"])
     except ServiceError as exc:
         for key, message in (exc.fields or {}).items():
             name = "hp_" + key.split(".", 1)[1] if key.startswith("hyperparameters.") else key
@@ -195,7 +206,10 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 
 def _status_context(run: Run) -> dict:
     return {"attempts": list(run.attempts.all()),
-            "last_checkpoint": selectors.checkpoint_list(run=run).first()}
+            "last_checkpoint": selectors.checkpoint_list(run=run).first(),
+            "queue": queue_place(job=run, viewer_id=run.owner_id),
+            "split": selectors.reward_model_split(run=run),
+            "eval_min_pairs": EVAL_MIN_PAIRS}
 
 
 @login_required
@@ -203,6 +217,24 @@ def run_status_fragment(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
     return render(request, "runs/detail.html#status", {
         "run": run, "summary": selectors.run_summary(run=run), **_status_context(run)})
+
+
+@login_required
+@require_POST
+def run_update(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Tags and notes from the run page's form; errors come back beside the form."""
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    errors: dict[str, str] = {}
+    try:
+        run = services.run_update(run=run, tags=request.POST.get("tags", ""),
+                                  notes=request.POST.get("notes", ""))
+    except ServiceError as exc:
+        errors = exc.fields or {"tags": exc.detail}
+    if request.htmx:  # errors too come with 200: htmx swaps no 4xx answer into the page
+        return render(request, "runs/detail.html#notes", {"run": run, "notes_errors": errors})
+    for message in errors.values():
+        messages.error(request, message)
+    return redirect("runs:detail", run_id=run.pk)
 
 
 @login_required
