@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.config import build_config  # noqa: E402
+from training.algorithms import build_config  # noqa: E402
 from training.grpo import train  # noqa: E402
 from training.metrics import ListSink  # noqa: E402
 

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.grpo_length import TEXTS  # noqa: E402
-from training.config import build_config  # noqa: E402
+from training.algorithms import build_config  # noqa: E402
 from training.metrics import ListSink  # noqa: E402
 
 

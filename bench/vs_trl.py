@@ -117,6 +117,8 @@ def ablate(name: str) -> dict[str, Any]:
     import training.decode
     import training.engine
     import training.logprobs
+    import training.loop
+    import training.policy_gradient  # noqa: F401  (ablations patch its names)
     import training.ppo
     import training.rollout
     import training.runtime
@@ -137,13 +139,13 @@ def ablate(name: str) -> dict[str, Any]:
             with mock.patch.object(training.runtime, "onednn_is_faster", lambda i, o: False), \
                     training.runtime.training_layers(*models):
                 yield
-        sys.modules["training.grpo"].training_layers = blas_training_layers  # type: ignore
+        sys.modules["training.policy_gradient"].training_layers = blas_training_layers  # type: ignore
         if name == "mkl_linears":  # for the passes without gradient too
             off = lambda *models: contextlib.nullcontext()  # noqa: E731
             training.engine.onednn_linears = off  # type: ignore[attr-defined]
             training.rollout.decode_linears = lambda *m, rows: contextlib.nullcontext()  # type: ignore
     elif name == "autograd_accumulation":  # weight gradients fresh, added by AccumulateGrad
-        sys.modules["training.grpo"].training_layers = training.runtime.onednn_linears  # type: ignore
+        sys.modules["training.policy_gradient"].training_layers = training.runtime.onednn_linears  # type: ignore
         training.ppo.training_layers = training.runtime.onednn_linears  # type: ignore
     elif name == "onednn_everywhere":  # oneDNN for every layer, not only where measured faster
         training.runtime.onednn_is_faster = lambda i, o: True  # type: ignore[assignment]
@@ -172,12 +174,13 @@ def ablate(name: str) -> dict[str, Any]:
         def unshared(*args: Any, **kw: Any) -> Any:
             return plain(*args, **{**kw, "share_prompts": False})
         training.engine.completion_logprobs = unshared  # type: ignore[assignment]
-        sys.modules["training.grpo"].completion_logprobs = unshared  # type: ignore
+        sys.modules["training.policy_gradient"].completion_logprobs = unshared  # type: ignore
     elif name == "unfused_adamw":
-        sys.modules["training.grpo"].adamw = lambda params, *, lr, device: torch.optim.AdamW(  # type: ignore
+        pg = sys.modules["training.policy_gradient"]
+        pg.adamw = lambda params, *, lr, device: torch.optim.AdamW(  # type: ignore
             params, lr=lr, weight_decay=0.0)
     elif name == "glibc_malloc":  # glibc's own mmap threshold (freed memory kept)
-        training.engine.return_freed_memory_to_the_os = lambda: False  # type: ignore
+        training.loop.return_freed_memory_to_the_os = lambda: False  # type: ignore
     elif name == "small_pages":  # 4 kB pages only: set in the environment by one_run
         pass
     elif name == "whole_batch":
@@ -212,8 +215,7 @@ def cpu_sink() -> Any:
 
 def run_ours(a: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
-    import training.grpo  # noqa: F401  (ablations patch its names)
-    from training.config import build_config
+    from training.algorithms import build_config
     from training.grpo import train
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "prompts.jsonl"

@@ -154,7 +154,7 @@ def run_trl(a: argparse.Namespace) -> None:
 
 def run_ours(a: argparse.Namespace) -> None:
     from bench.vs_trl import cpu_sink, ours_result
-    from training.config import build_config
+    from training.algorithms import build_config
     from training.ppo import train
 
     with tempfile.TemporaryDirectory() as tmp:

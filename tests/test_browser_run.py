@@ -38,7 +38,7 @@ def test_a_run_launched_from_the_form_draws_its_charts_live_and_cancels(
     assert page.input_value("#id_hp_group_size") == "4"  # the preset filled the form
     assert page.input_value("#id_base_model") == "tiny-llama"  # and picked the model
     page.fill("#id_hp_max_steps", "200")  # long enough to be watched, then cancelled
-    page.fill("input[name=reward-0-target]", "40")
+    page.fill("input[name=reward-0-length-target]", "40")
     page.click("#launch")
     page.wait_for_url(f"{live_server.url}/runs/*/")
 
@@ -71,7 +71,7 @@ def test_the_form_shows_errors_next_to_the_fields_and_launches_nothing(page, liv
     page.fill("#id_name", "bad run")
     page.select_option("#id_dataset", str(dataset["id"]))
     page.select_option("#id_base_model", "tiny-llama")
-    page.fill("input[name=reward-0-target]", "")
+    page.fill("input[name=reward-0-length-target]", "")
     page.evaluate("document.getElementById('id_hp_epsilon_low').removeAttribute('max')")
     page.fill("#id_hp_epsilon_low", "3")
     page.click("#launch")

@@ -83,12 +83,12 @@ def test_ppo_and_reward_model_runs_are_capped_too(api, dataset, settings):
 
 
 def test_the_form_shows_the_cap_on_its_field(client, user, dataset, settings):
-    from training.config import GRPOConfig
+    from training.algorithms.grpo import GRPOConfig
 
     settings.MAX_GROUP_SIZE = 4
     client.force_login(user)
     form = {"algorithm": "grpo", "name": "r", "dataset": dataset["id"],
-            "base_model": "tiny-llama", "reward-0-type": "length", "reward-0-target": "50"}
+            "base_model": "tiny-llama", "reward-0-type": "length", "reward-0-length-target": "50"}
     for f in GRPOConfig.hyperparameter_fields():
         if f.default is not None and f.default is not False:
             form[f"hp_{f.name}"] = str(f.default)

@@ -71,7 +71,7 @@ def test_the_launch_message_is_marked_so_the_page_can_drop_it(signed_in, user, a
                 and field.initial is not False}
     response = signed_in.post("/runs/new/", {
         **defaults, "algorithm": "grpo", "name": "queued one", "dataset": dataset["id"],
-        "base_model": "tiny-llama", "reward-0-type": "length", "reward-0-target": "30",
+        "base_model": "tiny-llama", "reward-0-type": "length", "reward-0-length-target": "30",
         "reward-0-weight": "1"}, follow=True)
     assert '<li class="launch success">Run &#x27;queued one&#x27; is queued.</li>' in \
         response.content.decode()

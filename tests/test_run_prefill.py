@@ -8,8 +8,7 @@ import pytest
 
 from tests.runs_helpers import make_dataset, make_run
 from tests.site_data import write_checkpoint
-from training.config import CONFIG_CLASSES, validate_hyperparameters
-from webapp.runs.forms import PRESETS
+from training.algorithms import algorithms, validate_hyperparameters
 
 pytestmark = pytest.mark.django_db
 
@@ -88,15 +87,16 @@ def test_another_users_run_or_checkpoint_is_404(signed_in, other_user):
     assert signed_in.get("/runs/new/?from_run=abc").status_code == 404
 
 
-@pytest.mark.parametrize("algorithm", list(PRESETS))
-def test_every_preset_names_fields_the_form_has(algorithm):
-    known = {f.name for f in CONFIG_CLASSES[algorithm].hyperparameter_fields()} | {"base_model"}
-    for name, values in PRESETS[algorithm].items():
+@pytest.mark.parametrize("spec", algorithms(), ids=lambda s: s.id)
+def test_every_preset_names_fields_the_form_has(spec):
+    algorithm = spec.id
+    known = {f.name for f in spec.config.hyperparameter_fields()} | {"base_model"}
+    for name, values in spec.presets.items():
         assert set(values) <= known, (name, set(values) - known)
         # and values the engine accepts (ConfigError otherwise)
         validate_hyperparameters(algorithm, {k: v for k, v in values.items() if k != "base_model"})
 
 
 def test_the_smoke_presets_pick_tiny_llama():
-    for algorithm in PRESETS:
-        assert PRESETS[algorithm]["Smoke test (tiny-llama)"]["base_model"] == "tiny-llama"
+    for spec in algorithms():
+        assert spec.presets["Smoke test (tiny-llama)"]["base_model"] == "tiny-llama"

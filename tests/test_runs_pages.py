@@ -33,7 +33,7 @@ def test_the_form_launches_a_run_and_shows_its_page(signed_in, api):
     dataset = upload_prompts(api, PROMPTS[:4])
     response = signed_in.post("/runs/new/", {
         "algorithm": "grpo", "name": "from the form", "dataset": dataset["id"],
-        "base_model": "tiny-llama", "reward-0-type": "length", "reward-0-target": "30",
+        "base_model": "tiny-llama", "reward-0-type": "length", "reward-0-length-target": "30",
         "reward-0-weight": "1", **{f"hp_{k}": v for k, v in {
             "max_steps": 3, "learning_rate": 1e-5, "warmup_steps": 0, "max_grad_norm": 1,
             "seed": 0, "checkpoint_every": 0, "precision": "auto", "lora_rank": 0,

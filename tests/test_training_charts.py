@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from training.charts import CATALOG, SECTIONS
+from training.algorithms import chart_catalog
+from training.charts import SECTIONS
+
+CATALOG = chart_catalog()
 
 
 @pytest.mark.parametrize("key, title", [

@@ -5,15 +5,10 @@ import dataclasses
 
 import pytest
 
-from training.config import (
-    ConfigError,
-    GRPOConfig,
-    RewardSpec,
-    build_config,
-    reward_source_names,
-    validate_hyperparameters,
-    validate_rewards,
-)
+from training.algorithms import build_config, validate_hyperparameters
+from training.algorithms.grpo import GRPOConfig
+from training.config import ConfigError, RewardSpec
+from training.reward_types import reward_source_names, validate_rewards
 
 # --- hyperparameters ---
 
@@ -266,8 +261,8 @@ def test_build_config_returns_a_frozen_grpo_config_with_reward_specs():
     assert config.max_steps == 20  # a default
     assert (config.model_path, config.dataset_path, config.output_dir) == ("/m", "/d.jsonl",
                                                                            "/o")
-    assert config.rewards == (RewardSpec(type="length", weight=1.0, target=20),
-                              RewardSpec(type="regex", weight=0.5, pattern="a+"))
+    assert config.rewards == (RewardSpec(type="length", weight=1.0, args={"target": 20}),
+                              RewardSpec(type="regex", weight=0.5, args={"pattern": "a+"}))
     assert config.completions_per_step == config.prompts_per_step * 4
     assert config.hyperparameters()["group_size"] == 4
     assert "model_path" not in config.hyperparameters()

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.cuda,
 
 
 def _config(tmp_path, **hyperparameters):
-    from training.config import build_config
+    from training.algorithms import build_config
 
     dataset = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": p} for p in PROMPTS])
     values = {"max_steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8,

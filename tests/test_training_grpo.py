@@ -259,7 +259,7 @@ def test_clip_fractions_report_the_updates_where_clipping_can_happen(tmp_path, m
         calls.append(metrics)
         return loss, metrics
 
-    monkeypatch.setattr("training.grpo.grpo_loss", spy)
+    monkeypatch.setattr("training.policy_gradient.grpo_loss", spy)
     sink = ListSink()
 
     train(grpo_config(tmp_path, max_steps=1, num_iterations=2, learning_rate=1e-2), sink=sink)

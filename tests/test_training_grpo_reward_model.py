@@ -16,8 +16,8 @@ def _one_thread():
 def test_grpo_scores_completions_with_a_fitted_reward_model(tmp_path):
     from training.grpo import train
     from training.metrics import ListSink
-    from training.reward_model import RewardModelScorer
     from training.reward_model import train as fit
+    from training.reward_scorer import RewardModelScorer
 
     (tmp_path / "rm").mkdir()
     (tmp_path / "grpo").mkdir()

@@ -43,8 +43,9 @@ def test_no_training_module_imports_django_celery_or_web_code():
 
 
 def test_the_config_module_imports_without_torch():
-    done = _run("import sys, training.config; "
+    done = _run("import sys, training.config, training.algorithms, training.reward_types; "
+                "training.algorithms.algorithms(); "
                 "assert 'torch' not in sys.modules, 'torch was imported'; "
-                "training.config.validate_hyperparameters('grpo', {'group_size': 4})")
+                "training.algorithms.validate_hyperparameters('grpo', {'group_size': 4})")
 
     assert done.returncode == 0, done.stderr

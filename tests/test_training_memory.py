@@ -107,7 +107,7 @@ def test_the_default_budget_splits_smollm2s_default_step_and_keeps_a_group_whole
     """SmolLM2's default step (4 groups of 8) is split into micro-batches of 4 rows: 8 would
     need the accumulated gradients beside a whole group's activations. One group of 8 (the
     TRL benchmark's step) runs in one pass, where no gradient is held beside them."""
-    from training.config import GRPOConfig
+    from training.algorithms.grpo import GRPOConfig
     from training.memory import auto_micro_batch
 
     smollm2 = SimpleNamespace(num_hidden_layers=30, hidden_size=576, intermediate_size=1536,
@@ -140,7 +140,7 @@ def test_where_nothing_fits_the_split_needing_least_is_taken_not_one_row():
     over the 1152 MB budget, but every split would hold both networks' 1.08 GB of gradients
     beside its rows (1 row: 1.44 GB, 2 rows: 1.78 GB): no split saves a tenth, so the one
     pass is taken, as fast as it gets for the same memory."""
-    from training.config import PPOConfig
+    from training.algorithms.ppo import PPOConfig
     from training.memory import MB, activation_bytes, auto_micro_batch
 
     smollm2 = SimpleNamespace(num_hidden_layers=30, hidden_size=576, intermediate_size=1536,
@@ -172,7 +172,7 @@ def test_the_inference_estimate_counts_one_layer_every_cache_and_the_head_chunks
 
 
 def test_the_default_budget_runs_smollm2s_frozen_passes_over_the_whole_step():
-    from training.config import GRPOConfig
+    from training.algorithms.grpo import GRPOConfig
     from training.logprobs import CHUNK_ELEMENTS
     from training.memory import inference_bytes, largest_split
 

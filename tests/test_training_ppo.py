@@ -22,8 +22,8 @@ from tests.training_helpers import (
     tiny_tokenizer,
     write_jsonl,
 )
+from training.algorithms import build_config
 from training.checkpoints import MANIFEST, STATE_DIR
-from training.config import build_config
 from training.critic import CRITIC_FILE, build_critic
 from training.metrics import ListSink
 from training.ppo import AdaptiveKLController, setup_run, train
@@ -305,6 +305,6 @@ def test_critic_init_reward_refuses_a_reward_model_with_another_tokenizer(tmp_pa
 
 
 def test_critic_init_reward_needs_a_reward_model_source(tmp_path):
-    with pytest.raises(ValueError, match="needs a reward_model reward source"):
+    with pytest.raises(ValueError, match="needs a reward source whose model"):
         build_critic(ppo_config(tmp_path, critic_init="reward"), tiny_tokenizer(),
                      dtype=torch.float32, device=torch.device("cpu"))

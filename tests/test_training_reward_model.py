@@ -23,17 +23,12 @@ from tests.training_helpers import (
     tiny_tokenizer,
     write_jsonl,
 )
+from training.algorithms import build_config
 from training.checkpoints import MANIFEST, STATE_DIR
-from training.config import build_config
 from training.metrics import ListSink
 from training.reward_data import PreferencePair, Split, format_pair, read_pairs, split_pairs
-from training.reward_model import (
-    RewardModelScorer,
-    bradley_terry_loss,
-    load_value_backbone,
-    score_pairs,
-    train,
-)
+from training.reward_model import bradley_terry_loss, train
+from training.reward_scorer import RewardModelScorer, load_value_backbone, score_pairs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -228,7 +223,7 @@ def test_it_stops_early_when_held_out_accuracy_stops_improving(tmp_path):
 
 
 def test_the_defaults_are_epochs_with_early_stopping():
-    from training.config import RewardModelConfig
+    from training.algorithms.reward_model import RewardModelConfig
 
     defaults = RewardModelConfig()
     assert defaults.epochs == 2.0 and defaults.early_stop_patience == 3

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from training.config import RewardSpec
-from training.rewards import exact_match_reward, extract_answer, length_reward, regex_reward, score
+from training.reward_types import exact_match_score, extract_answer, length_score, regex_score
+from training.scoring import score
 
 PROMPTS = ["p"] * 4
 
@@ -13,7 +14,7 @@ PROMPTS = ["p"] * 4
 def test_length_reward_is_minus_the_distance_to_the_target_in_characters():
     completions = ["", "abcde", "a" * 10, "a" * 13]
 
-    rewards = length_reward(PROMPTS, completions, target=10)
+    rewards = length_score(PROMPTS, completions, [{}] * 4, {"target": 10})
 
     assert rewards == [-10.0, -5.0, 0.0, -3.0]
     assert all(isinstance(r, float) for r in rewards)
@@ -28,7 +29,7 @@ def test_regex_reward_needs_the_whole_stripped_completion_to_match():
         "<think>line one\nline two</think><answer>4</answer>",  # . spans lines (DOTALL)
     ]
 
-    assert regex_reward(PROMPTS, completions, pattern=pattern) == [1.0, 1.0, 0.0, 1.0]
+    assert regex_score(PROMPTS, completions, [{}] * 4, {"pattern": pattern}) == [1.0, 1.0, 0.0, 1.0]
 
 
 def test_extract_answer_takes_the_last_answer_tag_or_the_whole_text():
@@ -42,19 +43,20 @@ def test_exact_match_reward_compares_the_extracted_answer_with_the_reference():
     completions = ["<think>2+2</think><answer> 4</answer>", "4", "<answer>5</answer>", "4"]
     answers = ["4", " 4 ", "4", None]  # the last row has no reference
 
-    rewards = exact_match_reward(PROMPTS, completions, answers=answers)
+    rewards = exact_match_score(PROMPTS, completions, [{"answer": a} for a in answers],
+                                {"column": "answer"})
 
     assert rewards == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_exact_match_reward_compares_a_numeric_reference_as_text():
-    assert exact_match_reward(["p"], ["<answer>42</answer>"], answers=[42]) == [1.0]
+    assert exact_match_score(["p"], ["<answer>42</answer>"], [{"answer": 42}], {}) == [1.0]
 
 
 def test_score_sums_the_weighted_sources_and_reports_each_one():
-    specs = [RewardSpec(type="length", weight=0.5, target=4),
-             RewardSpec(type="regex", weight=2.0, pattern=r"<answer>\d+</answer>"),
-             RewardSpec(type="exact_match", weight=3.0, column="solution")]
+    specs = [RewardSpec(type="length", weight=0.5, args={"target": 4}),
+             RewardSpec(type="regex", weight=2.0, args={"pattern": r"<answer>\d+</answer>"}),
+             RewardSpec(type="exact_match", weight=3.0, args={"column": "solution"})]
     completions = ["<answer>7</answer>", "abcd", "<answer>8</answer>"]
     rows = [{"solution": "7"}, {"solution": "abcd"}, {"other": "8"}]
 
@@ -71,8 +73,8 @@ def test_score_sums_the_weighted_sources_and_reports_each_one():
 
 
 def test_score_keeps_two_sources_of_one_type_apart_by_name():
-    specs = [RewardSpec(type="length", target=2), RewardSpec(type="length", target=5,
-                                                             weight=-1.0)]
+    specs = [RewardSpec(type="length", args={"target": 2}),
+             RewardSpec(type="length", weight=-1.0, args={"target": 5})]
 
     total, per_source = score(specs, ["length_1", "length_2"], ["p"], ["abc"], [{}])
 
@@ -90,7 +92,8 @@ def test_exact_match_reads_the_answer_column_by_default():
 
 def test_score_refuses_a_reward_model_source_without_a_loaded_scorer():
     with pytest.raises(ValueError, match="no scorer loaded"):
-        score([RewardSpec(type="reward_model", model="rm-1")], ["reward_model"], ["p"], ["c"],
+        score([RewardSpec(type="reward_model", args={"model": "rm-1"})], ["reward_model"],
+              ["p"], ["c"],
               [{}])
 
 
@@ -98,8 +101,8 @@ def test_score_weights_a_reward_model_scorer_with_the_rules():
     def by_length(prompts, completions):
         return [float(len(c)) for c in completions]
 
-    specs = [RewardSpec(type="reward_model", model="rm-1", weight=0.5),
-             RewardSpec(type="length", target=3)]
+    specs = [RewardSpec(type="reward_model", weight=0.5, args={"model": "rm-1"}),
+             RewardSpec(type="length", args={"target": 3})]
     total, per_source = score(specs, ["reward_model", "length"], ["p", "p"], ["ab", "abcd"],
                               [{}, {}], scorers={"reward_model": by_length})
     # 0.5 * [2, 4] + [-1, -1] = [0, 1]
@@ -115,7 +118,7 @@ def test_a_catastrophic_pattern_scores_long_completions_in_linear_time(pattern):
 
     completions = ["a" * 200_000 + "b", "x" * 200_000, "a" * 50, "aaaZZZ"]
     start = time.perf_counter()
-    rewards = regex_reward(["p"] * 4, completions, pattern=pattern)
+    rewards = regex_score(["p"] * 4, completions, [{}] * 4, {"pattern": pattern})
     elapsed = time.perf_counter() - start
 
     expected = [0.0, 0.0, 1.0, 0.0] if pattern == r"(a+)+$" else [0.0, 0.0, 0.0, 1.0]

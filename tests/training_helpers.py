@@ -46,7 +46,7 @@ def grpo_config(tmp_path: Path, *, rows: list[dict[str, Any]] | None = None,
                 rewards: list[dict[str, Any]] | None = None, output: str = "out",
                 **hyperparameters: Any) -> Any:
     """A tiny-llama GRPO config: 2 prompts x 2 completions of at most 8 tokens per step."""
-    from training.config import build_config
+    from training.algorithms import build_config
 
     dataset = tmp_path / "rows.jsonl"
     if rows is not None or not dataset.exists():

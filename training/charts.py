@@ -1,10 +1,12 @@
 """What the engine's metric keys mean to a person: the charts they are drawn on, with titles,
 series labels and axis units, grouped in sections.
 
-One list read by the run page (a chart per entry, every series of it), the compare page (a
-chart per key, titled ``"<chart>: <label>"``, in the entry's section) and the exports. It
-imports no torch, so the web process can read it. A key no chart names is still stored and
-compared, under its raw name in the "Other" section.
+The charts every algorithm shares are here; an algorithm's own are in its declaration
+(:mod:`training.algorithms`), which joins both into the catalogue the run page (a chart per
+entry, every series of it) and the compare page (a chart per key, titled
+``"<chart>: <label>"``, in the entry's section) read. It imports no torch, so the web process
+can read it. A key no chart names is still stored and compared, under its raw name in the
+"Other" section.
 """
 
 from __future__ import annotations
@@ -53,12 +55,16 @@ class Chart:
                 "unit": self.unit, "key": self.key}
 
 
+# Keys kept for the x-axes and exports (running totals, a reward model's split), drawn on no
+# chart.
+HIDDEN_KEYS = frozenset({"perf/elapsed_s", "perf/tokens_total", "perf/pairs_total",
+                         "eval/pairs", "eval/prompts", "data/train_pairs", "data/prompts"})
+
+
 @dataclass(frozen=True)
 class Catalog:
     charts: tuple[Chart, ...]
-    hidden: frozenset[str] = field(default_factory=frozenset)
-    """Keys kept for the x-axes and exports (running totals, a reward model's split), drawn on
-    no chart."""
+    hidden: frozenset[str] = field(default_factory=lambda: HIDDEN_KEYS)
 
     def chart_of(self, key: str) -> tuple[Chart, str] | None:
         if key in self.hidden:
@@ -83,65 +89,43 @@ class Catalog:
                 "charts": [c.as_json() for c in self.charts], "hidden": sorted(self.hidden)}
 
 
-def _one(key: str, label: str) -> tuple[tuple[str, str], ...]:
+def one(key: str, label: str) -> tuple[tuple[str, str], ...]:
     return ((key, label),)
 
 
-CATALOG = Catalog(
-    charts=(
-        Chart("reward", "Reward", "reward", _one("reward/mean", "mean"),
-              pattern=r"reward/([^/]+)/mean", key=True),
-        Chart("reward_std", "Reward std", "reward", _one("reward/std", "all completions"),
-              pattern=r"reward/([^/]+)/std"),
-        Chart("group_std", "Reward std within groups", "reward",
-              _one("reward/group_std_mean", "mean over groups")),
-        Chart("frac_zero_std", "Groups whose rewards are all equal", "reward",
-              _one("reward/frac_zero_std", "share"), unit="share of groups"),
-        Chart("kl", "KL to reference", "kl", (("kl/mean", "k3 estimate"), ("kl/k1", "k1")),
-              key=True),
-        Chart("entropy", "Entropy", "kl", _one("entropy/mean", "mean per token"),
-              unit="nats", key=True),
-        Chart("kl_approx", "Approximate KL, old to new policy", "kl",
-              _one("kl/approx", "approx KL")),
-        Chart("kl_coef", "KL coefficient", "kl", _one("kl/coef", "coefficient")),
-        Chart("loss", "Loss", "loss", (("loss/total", "total"), ("loss/policy", "policy"),
-                                       ("loss/kl", "KL term"), ("loss/entropy", "entropy")),
-              key=True),
-        Chart("value_loss", "Value loss", "critic", _one("loss/value", "value loss")),
-        Chart("critic", "Critic", "critic", (("value/explained_var", "explained variance"),
-                                             ("value/clip_frac", "clipped share"))),
-        Chart("value_mean", "Mean value", "critic", _one("value/mean", "mean")),
-        Chart("clip", "Clip ratios", "clip", (("clip/region", "either side"),
-                                              ("clip/low", "low"), ("clip/high", "high")),
-              unit="share of tokens"),
-        Chart("policy_clip", "Policy clip fraction", "clip",
-              _one("clip/policy_frac", "clipped share"), unit="share of tokens"),
-        Chart("rm_loss", "Training loss", "loss", (("loss/train", "training pairs"),
-                                                   ("eval/loss", "held-out pairs")), key=True),
-        Chart("accuracy", "Pairwise accuracy", "eval", (("eval/accuracy", "held out"),
-                                                        ("train/accuracy", "training batch")),
-              key=True),
-        Chart("margin", "Held-out margin", "eval", _one("eval/margin", "chosen − rejected")),
-        Chart("scores", "Scores of chosen and rejected", "eval",
-              (("reward/chosen_mean", "chosen"), ("reward/rejected_mean", "rejected"),
-               ("reward/margin_mean", "margin"))),
-        Chart("length", "Completion length", "completion",
-              (("completion/length_mean", "mean"), ("completion/length_min", "min"),
-               ("completion/length_max", "max")), unit="tokens", key=True),
-        Chart("chars", "Completion length in characters", "completion",
-              _one("completion/chars_mean", "mean"), unit="characters"),
-        Chart("truncated", "Truncated share", "completion",
-              _one("completion/truncated_frac", "share"), unit="share of completions"),
-        Chart("grad_norm", "Gradient norm", "optim", (("optim/grad_norm", "trained model"),
-                                                      ("optim/value_grad_norm", "critic"))),
-        Chart("lr", "Learning rate", "optim", _one("optim/lr", "learning rate")),
-        Chart("throughput", "Throughput", "perf", (("perf/tokens_per_s", "tokens/s"),
-                                                   ("perf/pairs_per_s", "pairs/s")),
-              unit="per second", key=True),
-        Chart("step_time", "Seconds per step", "perf", _one("perf/step_s", "whole step"),
-              pattern=r"perf/([a-z]+)_s", unit="seconds"),
-        Chart("memory", "Peak memory", "perf", _one("perf/peak_mem_mb", "peak"), unit="MB"),
-    ),
-    hidden=frozenset({"perf/elapsed_s", "perf/tokens_total", "perf/pairs_total", "eval/pairs",
-                      "eval/prompts", "data/train_pairs", "data/prompts"}),
+COMMON_CHARTS: tuple[Chart, ...] = (
+    Chart("reward", "Reward", "reward", one("reward/mean", "mean"),
+          pattern=r"reward/([^/]+)/mean", key=True),
+    Chart("reward_std", "Reward std", "reward", one("reward/std", "all completions"),
+          pattern=r"reward/([^/]+)/std"),
+    Chart("group_std", "Reward std within groups", "reward",
+          one("reward/group_std_mean", "mean over groups")),
+    Chart("frac_zero_std", "Groups whose rewards are all equal", "reward",
+          one("reward/frac_zero_std", "share"), unit="share of groups"),
+    Chart("kl", "KL to reference", "kl", (("kl/mean", "k3 estimate"), ("kl/k1", "k1")),
+          key=True),
+    Chart("entropy", "Entropy", "kl", one("entropy/mean", "mean per token"),
+          unit="nats", key=True),
+    Chart("loss", "Loss", "loss", (("loss/total", "total"), ("loss/policy", "policy"),
+                                   ("loss/kl", "KL term"), ("loss/entropy", "entropy")),
+          key=True),
+    Chart("clip", "Clip ratios", "clip", (("clip/region", "either side"),
+                                          ("clip/low", "low"), ("clip/high", "high")),
+          unit="share of tokens"),
+    Chart("length", "Completion length", "completion",
+          (("completion/length_mean", "mean"), ("completion/length_min", "min"),
+           ("completion/length_max", "max")), unit="tokens", key=True),
+    Chart("chars", "Completion length in characters", "completion",
+          one("completion/chars_mean", "mean"), unit="characters"),
+    Chart("truncated", "Truncated share", "completion",
+          one("completion/truncated_frac", "share"), unit="share of completions"),
+    Chart("grad_norm", "Gradient norm", "optim", (("optim/grad_norm", "trained model"),
+                                                  ("optim/value_grad_norm", "critic"))),
+    Chart("lr", "Learning rate", "optim", one("optim/lr", "learning rate")),
+    Chart("throughput", "Throughput", "perf", (("perf/tokens_per_s", "tokens/s"),
+                                               ("perf/pairs_per_s", "pairs/s")),
+          unit="per second", key=True),
+    Chart("step_time", "Seconds per step", "perf", one("perf/step_s", "whole step"),
+          pattern=r"perf/([a-z]+)_s", unit="seconds"),
+    Chart("memory", "Peak memory", "perf", one("perf/peak_mem_mb", "peak"), unit="MB"),
 )

@@ -16,9 +16,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from training.algorithms.ppo import PPOConfig
 from training.checkpoints import STATE_DIR
-from training.config import PPOConfig
 from training.modelhub import load_tokenizer
+from training.reward_scorer import load_value_backbone
+from training.reward_types import get_reward_type
 from training.runtime import use_gradient_checkpointing, weights_in_own_memory
 
 CRITIC_FILE = "critic.safetensors"
@@ -52,17 +54,21 @@ def backbone_path(config: PPOConfig) -> str:
     """The directory the critic's backbone comes from, per ``config.critic_init``."""
     if config.critic_init == "policy":
         return config.model_path
-    source = next((r for r in config.rewards if r.type == "reward_model"), None)
+    source = next((r for r in config.rewards if _backbone_source(r.type)), None)
     if source is None or not source.path:
-        raise ValueError("critic_init=reward needs a reward_model reward source")
+        raise ValueError("critic_init=reward needs a reward source whose model can be a "
+                         "critic's backbone (a reward model)")
     return source.path
+
+
+def _backbone_source(type_id: str) -> bool:
+    kind = get_reward_type(type_id)
+    return bool(kind and kind.critic_backbone)
 
 
 def build_critic(config: PPOConfig, policy_tokenizer: Any, *, dtype: torch.dtype,
                  device: torch.device) -> Critic:
     """A new critic; raises ValueError when a reward-model backbone reads other tokens."""
-    from training.reward_model import load_value_backbone
-
     path = backbone_path(config)
     if config.critic_init == "reward" and \
             load_tokenizer(path).get_vocab() != policy_tokenizer.get_vocab():

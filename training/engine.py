@@ -1,55 +1,42 @@
-"""What the GRPO and PPO trainers share: the run's state, loading the policy and the reward
-models, the step loop with its cancel / KL-stop / checkpoint cadence, frozen log-probs, the
-step's rollout metrics and samples, and checkpoints.
+"""What the trainers that sample from a policy share (GRPO, PPO, RLOO, REINFORCE++): the
+run's state, loading the policy and its reward sources, the rollout, frozen log-probs, the
+step's rollout metrics and samples, and checkpoints. The step loop itself is in
+:mod:`training.loop`.
 
-Nothing here is specific to one algorithm; :mod:`training.grpo` and :mod:`training.ppo` say
-where each departs from its paper.
+Nothing here is specific to one algorithm; each trainer's module says where it departs from
+its paper.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
-from training.checkpoints import load_training_state, restore_optimizer, save_checkpoint_dir
-from training.config import BaseConfig, RolloutConfig
+from training.checkpoints import restore_optimizer, save_checkpoint_dir
+from training.config import RolloutConfig
 from training.data import PromptSampler
 from training.logprobs import CHUNK_ELEMENTS
 from training.memory import auto_micro_batch, inference_bytes, largest_split
 from training.metrics import MetricsSink, SampleRecord
 from training.modelhub import load_causal_lm
-from training.rewards import RewardScorer
 from training.rollout import Rollout, completion_logprobs, generate, render_prompt
 from training.runtime import (
     Stopwatch,
     onednn_linears,
     peak_memory_mb,
-    release_freed_memory,
-    resolve_device,
-    resolve_dtype,
-    return_freed_memory_to_the_os,
     rng_state,
-    seed_everything,
     set_rng_state,
     use_gradient_checkpointing,
     weights_in_own_memory,
 )
+from training.scoring import RewardScorer
 
 MAX_PROMPT_TOKENS = 1024
-
-StepOutcome = tuple[dict[str, float], list[SampleRecord]]
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    stop_reason: str  # max_steps | cancelled | kl_stop | early_stop
-    checkpoints: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -68,62 +55,6 @@ class State:
     scorers: dict[str, RewardScorer] = field(default_factory=dict)
     elapsed_s: float = 0.0
     tokens_total: int = 0
-
-
-C = TypeVar("C", bound=BaseConfig)
-S = TypeVar("S")
-
-
-# --- the step loop ---
-
-def kl_stop_check(config: Any, state: Any, metrics: dict[str, float]) -> str | None:
-    """``kl_stop`` when ``kl/mean`` passed it (algorithms with a reference have one)."""
-    kl_stop = getattr(config, "kl_stop", None)
-    if kl_stop is not None and metrics.get("kl/mean", 0.0) > kl_stop:
-        return "kl_stop"
-    return None
-
-
-def run_steps(config: C, state: S,
-              step_fn: Callable[[C, S, Callable[[], bool]], StepOutcome | None], *,
-              start: int, sink: MetricsSink, should_stop: Callable[[], bool],
-              save: Callable[[C, S, int, MetricsSink], str],
-              stop_check: Callable[[C, S, dict[str, float]], str | None] = kl_stop_check
-              ) -> tuple[TrainResult, dict[str, float]]:
-    """Steps ``start + 1`` to ``max_steps``, each logged to ``sink``; stops early on
-    ``should_stop`` (before a step, or during its generation: that step is dropped) or when
-    ``stop_check`` gives a reason after a step (by default: ``kl/mean`` past ``kl_stop``).
-    Samples are logged when a step returns some. Saves every ``checkpoint_every`` steps and
-    after the last step done unless it was just saved. Returns the result and the last
-    step's metrics."""
-    result = TrainResult(steps=start, stop_reason="max_steps")
-    metrics: dict[str, float] = {}
-    saved_at = start
-    for step in range(start + 1, config.max_steps + 1):
-        if should_stop():
-            result.stop_reason = "cancelled"
-            break
-        outcome = step_fn(config, state, should_stop)
-        if outcome is None:  # cancelled during generation; the step is dropped
-            result.stop_reason = "cancelled"
-            break
-        metrics, samples = outcome
-        result.steps = step
-        sink.log_metrics(step, metrics)
-        if samples:
-            sink.log_samples(step, samples)
-        reason = stop_check(config, state, metrics)
-        if reason:
-            result.stop_reason = reason
-            break
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and \
-                step < config.max_steps:
-            result.checkpoints.append(save(config, state, step, sink))
-            saved_at = step
-    if result.steps > saved_at:
-        result.checkpoints.append(save(config, state, result.steps, sink))
-    release_freed_memory()  # what the steps' heap kept for the next step
-    return result, metrics
 
 
 # --- setup ---
@@ -151,35 +82,6 @@ def load_policy(config: RolloutConfig, device: torch.device, dtype: torch.dtype,
         reference = load_causal_lm(config.model_path, dtype=dtype, device=device)
         reference.eval().requires_grad_(False)
     return full, reference
-
-
-def load_scorers(config: RolloutConfig, names: Sequence[str], device: torch.device
-                 ) -> dict[str, RewardScorer]:
-    """The run's reward models, loaded once, by reward-source name."""
-    from training.reward_model import RewardModelScorer
-
-    return {name: RewardModelScorer(str(spec.path), device=device)
-            for spec, name in zip(config.rewards, names, strict=True)
-            if spec.type == "reward_model"}
-
-
-def prepare(config: BaseConfig, resume_from: str | None
-            ) -> tuple[torch.device, torch.dtype, dict[str, Any] | None]:
-    """Device and dtype from the config, every RNG seeded, and the saved training state when
-    resuming from a checkpoint directory."""
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.precision, device)
-    if device.type == "cpu":
-        return_freed_memory_to_the_os()
-    seed_everything(config.seed)
-    return device, dtype, load_training_state(Path(resume_from)) if resume_from else None
-
-
-def warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int
-                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A constant learning rate after a linear warm-up over ``warmup_steps`` scheduler steps."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
 
 
 def restore_progress(state: State, saved: dict[str, Any], *, scheduler_steps: int) -> int:
@@ -311,17 +213,15 @@ def sample_records(prompts: list[str], rollout: Rollout, rewards: torch.Tensor,
 
 def save_checkpoint(config: RolloutConfig, state: State, step: int, sink: MetricsSink, *,
                     algorithm: str, extra_state: dict[str, Any] | None = None,
-                    before_report: Callable[[Path], None] | None = None,
-                    keep_unset_reward_fields: bool = False) -> str:
+                    before_report: Callable[[Path], None] | None = None) -> str:
     """``<output_dir>/step-<step>``: the policy as a plain model directory with its manifest,
     and the training state to resume from (plus ``extra_state``). ``before_report`` writes
-    more into the directory before the sink hears of it (the sink may archive it).
-    ``keep_unset_reward_fields`` lists a reward source's None fields in the manifest too."""
+    more into the directory before the sink hears of it (the sink may archive it). The
+    manifest names models by registry id, never by the server's paths."""
     dest = Path(config.output_dir) / f"step-{step}"
-    rewards = [{k: v for k, v in r.__dict__.items() if keep_unset_reward_fields or v is not None}
-               for r in config.rewards]
-    manifest = {"algorithm": algorithm, "step": step, "base_model_path": config.model_path,
-                "hyperparameters": config.hyperparameters(), "rewards": rewards}
+    manifest = {"algorithm": algorithm, "step": step, "base_model": config.model_id,
+                "hyperparameters": config.hyperparameters(),
+                "rewards": [r.as_dict() for r in config.rewards]}
     save_checkpoint_dir(dest, model=state.policy, tokenizer=state.tokenizer, manifest=manifest,
                         optimizer=state.optimizer, lora=bool(config.lora_rank), rng=rng_state(),
                         state={"step": step, "sampler": state.sampler.state(),

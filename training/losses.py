@@ -66,10 +66,10 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
     """Clipped surrogate with asymmetric clip plus ``beta`` x k3 KL, aggregated by ``weights``.
 
     Shapes: logprobs, old_logprobs, ref_logprobs, action_mask, weights (B, T); advantages (B,)
-    (one per sequence, broadcast to its tokens). Returns the (scalar) loss and token means of
-    its parts over the masked tokens.
+    (one per sequence, broadcast to its tokens) or (B, T) (one per token). Returns the
+    (scalar) loss and token means of its parts over the masked tokens.
     """
-    adv = advantages.unsqueeze(1)  # (B, 1)
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # (B, 1) | (B, T)
     ratio = torch.exp(logprobs - old_logprobs)  # (B, T)
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)  # (B, T)

@@ -48,31 +48,27 @@ from typing import Any, cast
 import torch
 
 from training.advantages import gae, whiten
-from training.config import PPOConfig, reward_source_names
+from training.algorithms.ppo import PPOConfig
 from training.critic import Critic, build_critic, load_critic, save_critic
 from training.data import PromptSampler, read_rows
 from training.engine import (
     State,
-    TrainResult,
     frozen_logprobs,
     frozen_parts,
     load_policy,
-    load_scorers,
     micro_batch_rows,
     micro_batches,
-    prepare,
     restore_progress,
-    run_steps,
     sample_records,
     sample_rollout,
     save_checkpoint,
     step_metrics,
-    warmup_scheduler,
 )
+from training.loop import TrainResult, prepare, run_steps, warmup_scheduler
 from training.losses import explained_variance, k3_kl, masked_mean, ppo_policy_loss, value_loss
 from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
-from training.rewards import score
+from training.reward_types import reward_source_names
 from training.rollout import Rollout, completion_logprobs, prompt_text
 from training.runtime import (
     Stopwatch,
@@ -81,6 +77,7 @@ from training.runtime import (
     onednn_linears,
     training_layers,
 )
+from training.scoring import load_scorers, score
 
 
 class AdaptiveKLController:
@@ -142,13 +139,13 @@ def setup_run(config: PPOConfig, resume_from: str | None) -> tuple[_PPOState, in
               for net in (policy, critic)]
     optimizer = adamw(groups, lr=config.learning_rate, device=device)
     scheduler = warmup_scheduler(optimizer, config.warmup_steps)
-    names = reward_source_names([r.__dict__ for r in config.rewards])
+    names = reward_source_names([r.as_dict() for r in config.rewards])
     controller = (AdaptiveKLController(config.kl_coef, config.kl_target)
                   if config.kl_target is not None else None)
     state = _PPOState(policy, reference, tokenizer, optimizer, scheduler,
                       PromptSampler(len(rows), config.seed), rows, names, device,
                       critic=critic, kl_coef=config.kl_coef, kl_controller=controller,
-                      scorers=load_scorers(config, names, device))
+                      scorers=load_scorers(config.rewards, names, device))
     if saved is None or resume_from is None:
         return state, 0
     start = restore_progress(state, saved, scheduler_steps=saved["step"])
@@ -322,5 +319,4 @@ def _checkpoint(config: PPOConfig, state: _PPOState, step: int, sink: MetricsSin
     """The policy as a plain model directory; the critic only in the training state."""
     return save_checkpoint(config, state, step, sink, algorithm="ppo",
                            extra_state={"kl_coef": state.kl_coef},
-                           before_report=partial(save_critic, cast(Critic, state.critic)),
-                           keep_unset_reward_fields=True)
+                           before_report=partial(save_critic, cast(Critic, state.critic)))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import EVAL_MIN_PAIRS
+from training.algorithms.reward_model import EVAL_MIN_PAIRS
 from training.data import read_rows
 from training.rollout import Prompt, prompt_text
 

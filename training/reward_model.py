@@ -25,35 +25,36 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
+from training.algorithms.reward_model import RewardModelConfig
 from training.checkpoints import restore_optimizer, save_checkpoint_dir
-from training.config import RewardModelConfig
 from training.data import PromptSampler
-from training.engine import TrainResult, prepare, run_steps, warmup_scheduler
+from training.loop import TrainResult, prepare, run_steps, warmup_scheduler
 from training.metrics import MetricsSink, NullSink, SampleRecord
-from training.modelhub import load_tokenizer
 from training.reward_data import PreferencePair, format_pair, read_pairs, split_pairs
-from training.rollout import Prompt, prompt_text
+from training.reward_scorer import (
+    load_reward_model,
+    load_reward_tokenizer,
+    rewards_of,
+    score_pairs,
+)
+from training.rollout import prompt_text
 from training.runtime import (
     peak_memory_mb,
-    resolve_device,
     rng_state,
     set_rng_state,
     use_gradient_checkpointing,
     weights_in_own_memory,
 )
 
-__all__ = ["RewardModelScorer", "TrainResult", "bradley_terry_loss", "format_pair",
-           "load_reward_model", "load_reward_tokenizer", "load_value_backbone", "score_pairs",
-           "train"]
+__all__ = ["TrainResult", "bradley_terry_loss", "train"]
 
 EVAL_SAMPLES = 8  # held-out pairs shown in the samples table at each evaluation
 
@@ -74,88 +75,6 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
                "margin": diff.mean().item(), "chosen_mean": chosen.float().mean().item(),
                "rejected_mean": rejected.float().mean().item()}
     return loss, metrics
-
-
-# --- loading and scoring ---
-
-def load_reward_tokenizer(path: str | Path) -> Any:
-    """Right padding (encoders read the first token at position 0; a causal LM's head finds its
-    last token either way) and left truncation (the response survives)."""
-    tokenizer = load_tokenizer(path)
-    tokenizer.padding_side = "right"
-    tokenizer.truncation_side = "left"
-    return tokenizer
-
-
-def load_reward_model(path: str | Path, tokenizer: Any, *, dtype: torch.dtype,
-                      device: torch.device) -> PreTrainedModel:
-    """A one-output sequence classifier from a causal-LM, encoder or reward-model directory;
-    a head the directory lacks is newly initialised (from the torch seed)."""
-    model: Any = AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=1, dtype=dtype, local_files_only=True, use_safetensors=True,
-        trust_remote_code=False)
-    if model.config.pad_token_id is None:  # a causal LM's head looks for the last non-pad
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model.to(device)
-
-
-def load_value_backbone(path: str | Path, *, dtype: torch.dtype, device: torch.device
-                        ) -> PreTrainedModel:
-    """The base transformer (``AutoModel``, no head) of a reward-model or causal-LM directory,
-    e.g. to start PPO's critic from a fitted reward model."""
-    model: Any = AutoModel.from_pretrained(str(path), dtype=dtype, local_files_only=True,
-                                           use_safetensors=True, trust_remote_code=False)
-    return model.to(device)
-
-
-def _usable_length(model: Any, max_length: int) -> int:
-    """``max_length`` capped by the model's position table (512 for MiniLM)."""
-    limit = getattr(model.config, "max_position_embeddings", None) or max_length
-    return max(2, min(max_length, int(limit)))
-
-
-def rewards_of(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
-               ) -> torch.Tensor:
-    """The model's scalar output for each text, (N,) float32, with gradient if enabled."""
-    device = next(model.parameters()).device
-    enc = tokenizer(list(texts), padding=True, truncation=True,
-                    max_length=_usable_length(model, max_length),
-                    return_tensors="pt").to(device)  # (N, T)
-    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-    return logits[:, 0].float()  # (N,)
-
-
-@torch.no_grad()
-def score_pairs(model: Any, tokenizer: Any, prompts: Sequence[Prompt],
-                responses: Sequence[str], max_length: int, batch_size: int) -> torch.Tensor:
-    """Rewards of (prompt, response) pairs as the model reads them in training, (N,) on the
-    CPU. Texts are batched by length to pad little; the order of the result is the input's."""
-    texts = [format_pair(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = torch.zeros(len(texts))
-    for start in range(0, len(order), max(1, batch_size)):
-        idx = order[start:start + max(1, batch_size)]
-        out[idx] = rewards_of(model, tokenizer, [texts[i] for i in idx], max_length).cpu()
-    return out
-
-
-class RewardModelScorer:
-    """A fitted reward model as a reward source (:class:`training.rewards.RewardScorer`):
-    ``device`` is a torch device or its name (``auto`` picks CUDA when present)."""
-
-    def __init__(self, path: str | Path, *, device: torch.device | str,
-                 dtype: torch.dtype = torch.float32, max_length: int = 1024,
-                 batch_size: int = 16):
-        self.tokenizer = load_reward_tokenizer(path)
-        self.model = load_reward_model(path, self.tokenizer, dtype=dtype,
-                                       device=resolve_device(str(device)))
-        self.model.eval().requires_grad_(False)
-        self.max_length, self.batch_size = max_length, batch_size
-
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        scores = score_pairs(self.model, self.tokenizer, prompts, completions,
-                             self.max_length, self.batch_size)
-        return [float(s) for s in scores]
 
 
 # --- training ---
@@ -344,7 +263,7 @@ def evaluate(config: RewardModelConfig, state: _State
 def _checkpoint(config: RewardModelConfig, state: _State, step: int, sink: MetricsSink) -> str:
     dest = Path(config.output_dir) / f"step-{step}"
     manifest = {"algorithm": "reward_model", "step": step,
-                "base_model_path": config.model_path,
+                "base_model": config.model_id,
                 "hyperparameters": config.hyperparameters(),
                 "pairs": {"train": len(state.train_pairs), "eval": len(state.eval_pairs)}}
     save_checkpoint_dir(dest, model=state.model, tokenizer=state.tokenizer, manifest=manifest,

@@ -23,20 +23,25 @@ app.autodiscover_tasks(["workers"])
 # report itself up (4 s, then it kills the child and forks another, forever); hence the
 # longer wait. (Not on a thread: transformers' lazy imports race with a task's own.)
 app.conf.worker_proc_alive_timeout = 120
-ENGINE_MODULES = (
+BASE_MODULES = (
     "training",  # first: it sets what torch reads at its first allocation (huge pages)
     "torch",
     "transformers",
     "transformers.models.llama.modeling_llama",
-    "training.grpo",
-    "training.ppo",
-    "training.reward_model",
 )
+
+
+def engine_modules() -> list[str]:
+    """What a child imports as it starts: torch, transformers, and every declared
+    algorithm's engine module."""
+    from training.algorithms import algorithms
+
+    return [*BASE_MODULES, *(spec.engine for spec in algorithms())]
 
 
 @worker_process_init.connect
 def preload_engine(**_: object) -> None:
     if os.environ.get("RLHF_WORKER_PRELOAD", "1") == "0":  # bench/first_step.py compares
         return
-    for name in ENGINE_MODULES:
+    for name in engine_modules():
         importlib.import_module(name)

@@ -12,30 +12,17 @@ from typing import Any
 
 from django.conf import settings
 
+from training.algorithms import get_algorithm
 from webapp.errors import Invalid
 
-# hyperparameter -> (settings name, environment variable), per algorithm
-_RUN_CAPS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "grpo": (("max_steps", "MAX_STEPS", "RLHF_MAX_STEPS"),
-             ("prompts_per_step", "MAX_PROMPTS_PER_STEP", "RLHF_MAX_PROMPTS_PER_STEP"),
-             ("group_size", "MAX_GROUP_SIZE", "RLHF_MAX_GROUP_SIZE"),
-             ("max_new_tokens", "MAX_NEW_TOKENS", "RLHF_MAX_NEW_TOKENS")),
-    "ppo": (("max_steps", "MAX_STEPS", "RLHF_MAX_STEPS"),
-            ("prompts_per_step", "MAX_PROMPTS_PER_STEP", "RLHF_MAX_PROMPTS_PER_STEP"),
-            ("max_new_tokens", "MAX_NEW_TOKENS", "RLHF_MAX_NEW_TOKENS")),
-    "reward_model": (("max_steps", "MAX_STEPS", "RLHF_MAX_STEPS"),
-                     ("max_length", "MAX_SEQUENCE_LENGTH", "RLHF_MAX_SEQUENCE_LENGTH")),
+# hyperparameter -> (settings name, environment variable): whichever algorithm has it
+_RUN_CAPS: dict[str, tuple[str, str]] = {
+    "max_steps": ("MAX_STEPS", "RLHF_MAX_STEPS"),
+    "prompts_per_step": ("MAX_PROMPTS_PER_STEP", "RLHF_MAX_PROMPTS_PER_STEP"),
+    "group_size": ("MAX_GROUP_SIZE", "RLHF_MAX_GROUP_SIZE"),
+    "max_new_tokens": ("MAX_NEW_TOKENS", "RLHF_MAX_NEW_TOKENS"),
+    "max_length": ("MAX_SEQUENCE_LENGTH", "RLHF_MAX_SEQUENCE_LENGTH"),
 }
-
-
-def completions_per_step(algorithm: str, hyperparameters: Mapping[str, Any]) -> int:
-    """Sequences one step generates or scores: GRPO's prompts x group, PPO's prompts, and a
-    reward model's two responses per pair."""
-    if algorithm == "grpo":
-        return int(hyperparameters["prompts_per_step"]) * int(hyperparameters["group_size"])
-    if algorithm == "ppo":
-        return int(hyperparameters["prompts_per_step"])
-    return 2 * int(hyperparameters["batch_size"])
 
 
 def _over(value: Any, setting: str, env: str) -> str | None:
@@ -44,16 +31,19 @@ def _over(value: Any, setting: str, env: str) -> str | None:
 
 
 def run_caps_check(*, algorithm: str, hyperparameters: Mapping[str, Any]) -> None:
-    """Raise :class:`Invalid` naming every capped hyperparameter over its cap."""
+    """Raise :class:`Invalid` naming every capped hyperparameter over its cap, and the
+    sequences a step generates or scores (as the algorithm's config counts them)."""
+    spec = get_algorithm(algorithm)
+    assert spec is not None  # validated before
     fields: dict[str, str] = {}
-    for name, setting, env in _RUN_CAPS[algorithm]:
-        if problem := _over(hyperparameters[name], setting, env):
+    for name, (setting, env) in _RUN_CAPS.items():
+        if name in hyperparameters and (problem := _over(hyperparameters[name], setting, env)):
             fields[f"hyperparameters.{name}"] = problem
-    total = completions_per_step(algorithm, hyperparameters)
+    config = spec.config(**hyperparameters)
+    total = config.sequences_per_step()
     if problem := _over(total, "MAX_COMPLETIONS_PER_STEP", "RLHF_MAX_COMPLETIONS_PER_STEP"):
-        key = {"grpo": "prompts_per_step", "ppo": "prompts_per_step"}.get(algorithm,
-                                                                          "batch_size")
-        fields.setdefault(f"hyperparameters.{key}", f"{total} completions per step: {problem}")
+        fields.setdefault(f"hyperparameters.{config.sequences_field}",
+                          f"{total} completions per step: {problem}")
     _raise(fields)
 
 

@@ -15,11 +15,13 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
+from training.algorithms import AlgorithmSpec, build_config
 from training.checkpoints import make_archive
-from training.config import BaseConfig, build_config
+from training.config import BaseConfig
 from training.data import read_rows
 from training.metrics import SampleRecord
 from training.preferences import rows_as_pairs
+from training.reward_types import model_references
 from webapp.datasets.models import DatasetKind
 from webapp.runs import attempts
 from webapp.runs.models import Run, RunStatus
@@ -58,25 +60,19 @@ class RunSink:
             size_bytes=size, sha256=digest)
 
 
-# The engine module of each algorithm; each has train(config, *, sink, should_stop).
-ENGINES = {"grpo": "training.grpo", "ppo": "training.ppo",
-           "reward_model": "training.reward_model"}
-
-
 def _reward_sources(run: Run) -> list[dict[str, Any]]:
-    """The run's reward sources with each reward model's directory filled in."""
-    sources = []
-    for i, source in enumerate(run.rewards):
-        if source["type"] == "reward_model":
-            entry = model_resolve(user=run.owner, model_id=source["model"],
-                                  field=f"rewards[{i}]", kinds=("reward",))
-            source = {**source, "path": str(entry.path)}
-        sources.append(source)
+    """The run's reward sources, each model-backed one with its model's directory."""
+    sources = [dict(s) for s in run.rewards]
+    for i, model_id, kind in model_references(sources):
+        entry = model_resolve(user=run.owner, model_id=model_id, field=f"rewards[{i}]",
+                              kinds=kind.model_kinds)
+        sources[i]["path"] = str(entry.path)
     return sources
 
 
 def _pairs_file(run: Run, output_dir: Path) -> Path:
-    """A reward model trains on pairs; a ranked-list dataset becomes its K(K-1)/2 pairs."""
+    """The run's data file; a ranked-list data set becomes its K(K-1)/2 pairs (what the
+    algorithms that take rankings train on)."""
     if run.dataset.kind != DatasetKind.RANKINGS:
         return run.dataset.file_path
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -87,16 +83,22 @@ def _pairs_file(run: Run, output_dir: Path) -> Path:
     return path
 
 
+def _spec(run: Run) -> AlgorithmSpec:
+    spec = run.spec
+    if spec is None:
+        raise ValueError(f"the algorithm {run.algorithm!r} is not offered by this worker")
+    return spec
+
+
 def build_run_config(run: Run) -> BaseConfig:
     """The engine's config of the run's current attempt. Each attempt writes its checkpoints
     under a directory of its own, so a zombie attempt cannot overwrite a newer one's files."""
     entry = model_resolve(user=run.owner, model_id=run.base_model)
     output_dir = Path(settings.CHECKPOINTS_DIR) / f"run-{run.pk}" / f"attempt-{run.attempt}"
-    internal: dict[str, Any] = {"model_path": str(entry.path), "output_dir": str(output_dir)}
-    if run.algorithm == "reward_model":
-        internal["dataset_path"] = str(_pairs_file(run, output_dir))
-    else:
-        internal["dataset_path"] = str(run.dataset.file_path)
+    internal: dict[str, Any] = {"model_path": str(entry.path), "model_id": entry.id,
+                                "output_dir": str(output_dir),
+                                "dataset_path": str(_pairs_file(run, output_dir))}
+    if _spec(run).uses_rewards:
         internal["rewards"] = _reward_sources(run)
     return build_config(run.algorithm, run.hyperparameters, **internal)
 
@@ -142,7 +144,7 @@ def _train(run_id: int, attempt: int) -> tuple[str, str, str] | None:
         run = Run.objects.select_related("dataset", "owner").get(pk=run_id)
         config = build_run_config(run)
         # torch is imported here, in the worker's child process, never at start-up
-        engine = importlib.import_module(ENGINES[run.algorithm])
+        engine = importlib.import_module(_spec(run).engine)
         result, _ = engine.train(
             config, sink=RunSink(run_id, attempt),
             should_stop=lambda: attempts.run_should_stop(run_id=run_id, attempt=attempt),

@@ -175,7 +175,7 @@
       set("status", run.status);
       $('[data-field="status"]', row).className = "badge " + run.status;
       set("step", run.step + " / " + run.max_steps);
-      set("reward_final", fmt(s.reward_final, 3) + (run.algorithm === "reward_model" ? " acc" : ""));
+      set("reward_final", fmt(s.reward_final, 3) + (byId.get(String(run.id)).reward_model ? " acc" : ""));
       set("reward_best", fmt(s.reward_best, 3));
       set("kl_final", fmt(s.kl_final, 4));
       set("tokens_per_s", fmt(s.tokens_per_s, 1));

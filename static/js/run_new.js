@@ -34,9 +34,7 @@
     });
     document.getElementById("add-reward").addEventListener("click", () => {
       const copy = rows.lastElementChild.cloneNode(true);
-      copy.querySelectorAll("input").forEach((input) => {
-        input.value = input.name.endsWith("-weight") ? "1.0" : input.name.endsWith("-column") ? "answer" : "";
-      });
+      copy.querySelectorAll("input").forEach((input) => { input.value = input.dataset.default || ""; });
       rows.appendChild(copy);
       renumber();
       showInputsFor(copy);

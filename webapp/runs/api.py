@@ -9,7 +9,8 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, Stream
 from ninja import Field, Query, Router, Schema
 from pydantic import StrictInt
 
-from training.config import CONFIG_CLASSES
+from training.algorithms import algorithms, get_algorithm
+from training.reward_types import reward_types
 from webapp.errors import Invalid
 from webapp.runs import compare, deletion, export, selectors, services
 from webapp.runs.checkpoints import checkpoint_disk_usage
@@ -219,14 +220,30 @@ def list_models(request: HttpRequest):
     return out
 
 
+@router.get("/algorithms")
+def list_algorithms(request: HttpRequest):
+    """Every algorithm a run can use: id, title, what it does, the data set kinds and base
+    model kinds it takes, whether reward sources apply, and its presets."""
+    return [{"id": s.id, "title": s.title, "summary": s.summary,
+             "dataset_kinds": list(s.dataset_kinds), "base_kinds": list(s.base_kinds),
+             "produces": s.produces, "uses_rewards": s.uses_rewards,
+             "presets": {k: dict(v) for k, v in s.presets.items()}} for s in algorithms()]
+
+
 @router.get("/hyperparameters/{algorithm}")
 def hyperparameter_schema(request: HttpRequest, algorithm: str):
     """Every hyperparameter of an algorithm with its default, help text and bounds."""
-    cls = CONFIG_CLASSES.get(algorithm)
-    if cls is None:
+    spec = get_algorithm(algorithm)
+    if spec is None:
         raise Http404(f"Unknown algorithm '{algorithm}'.")
     return [{"name": f.name, "default": f.default, **{k: v for k, v in f.metadata.items()}}
-            for f in cls.hyperparameter_fields()]
+            for f in spec.config.hyperparameter_fields()]
+
+
+@router.get("/rewards")
+def list_reward_types(request: HttpRequest):
+    """Every reward type with its arguments (kind, bounds, default, help)."""
+    return [t.as_json() for t in reward_types()]
 
 
 @router.post("/runs", response={201: RunOut})
@@ -337,7 +354,7 @@ def run_samples(request: HttpRequest, run_id: int,
     shown, samples = selectors.run_samples(run=run, step=step, prompt=prompt)
     return [{"step": s.step, "index": s.index, "prompt": s.prompt, "completion": s.completion,
              "rewards": s.rewards, "reward": s.reward, "advantage": s.advantage,
-             **({"rejected": s.rejected} if run.algorithm == "reward_model" else {})}
+             **({"rejected": s.rejected} if run.produces_reward_model else {})}
             for s in samples]
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.reward_types import model_references
 from webapp.runs.models import Checkpoint, Run
 
 # training.checkpoints.STATE_DIR: the folder of what resuming needs (importing the engine's
@@ -108,9 +109,9 @@ def dependants_by_checkpoint(checkpoints: Iterable[Checkpoint], *,
     for pk, name, parent in runs.filter(parent_checkpoint__in=list(found)).values_list(
             "pk", "name", "parent_checkpoint_id"):
         found[parent].append(Dependant("run", pk, name))
-    for pk, name, rewards in runs.exclude(algorithm="reward_model").values_list(
-            "pk", "name", "rewards"):
-        for model in {r.get("model") for r in rewards or [] if isinstance(r, dict)}:
+    for pk, name, rewards in runs.values_list("pk", "name", "rewards"):
+        sources = [r for r in rewards or [] if isinstance(r, dict)]
+        for model in {model_id for _, model_id, _ in model_references(sources)}:
             if model in by_model:
                 found[by_model[model]].append(Dependant("reward", pk, name))
     generating = (BatchStatus.QUEUED, BatchStatus.GENERATING, BatchStatus.CRASHED)

@@ -64,7 +64,7 @@ def metrics_csv(run: Run) -> Iterator[str]:
 def _sample_rows(run: Run) -> Iterator[dict[str, object]]:
     rows = Sample.objects.filter(run=run).order_by("step", "index").values(*SAMPLE_FIELDS)
     for row in rows.iterator(chunk_size=CHUNK):
-        if run.algorithm != "reward_model":
+        if not run.produces_reward_model:
             row.pop("rejected")
         yield row
 
@@ -75,7 +75,7 @@ def samples_jsonl(run: Run) -> Iterator[str]:
 
 
 def samples_csv(run: Run) -> Iterator[str]:
-    fields = [f for f in SAMPLE_FIELDS if f != "rejected" or run.algorithm == "reward_model"]
+    fields = [f for f in SAMPLE_FIELDS if f != "rejected" or run.produces_reward_model]
     yield _csv_line(fields)
     for row in _sample_rows(run):
         row["rewards"] = json.dumps(row["rewards"], ensure_ascii=False)

@@ -7,47 +7,37 @@ from typing import Any
 
 from django import forms
 
-from training.config import CONFIG_CLASSES
+from training.algorithms import get_algorithm
+from training.reward_types import get_reward_type, reward_types
 from webapp.datasets.models import Dataset
-from webapp.runs.registry import BASE_KINDS, MINILM, model_list
-from webapp.runs.services import DATASET_KINDS
+from webapp.runs.registry import model_list
 
+# Titles of the hyperparameter groups; an algorithm's own group is titled by its declaration.
 GROUP_TITLES = {"schedule": "Schedule", "optimisation": "Optimisation", "sampling": "Sampling",
-                "grpo": "GRPO", "ppo": "PPO", "reward_model": "Reward model", "system": "System"}
-ALGORITHMS = [("grpo", "GRPO"), ("ppo", "PPO"), ("reward_model", "Reward model")]
-REWARD_TYPES = [("length", "Length target"), ("regex", "Format regex"),
-                ("exact_match", "Exact match"), ("reward_model", "Reward model")]
+                "policy": "Policy update", "system": "System"}
 MAX_REWARD_ROWS = 8
 
-# Starting points a person can apply with one click: the page's JS fills the fields and
-# says what it changed. Keys are hyperparameters, or ``base_model`` for the model picked.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "grpo": {
-        "Smoke test (tiny-llama)": {
-            "base_model": "tiny-llama", "max_steps": 4, "prompts_per_step": 2,
-            "group_size": 4, "max_new_tokens": 16},
-        "Length control (seed article)": {
-            "max_steps": 10, "prompts_per_step": 4, "group_size": 8, "max_new_tokens": 64,
-            "learning_rate": 1e-5, "temperature": 0.8, "beta": 0.04},
-        "DAPO clip-higher, no KL": {
-            "epsilon_low": 0.2, "epsilon_high": 0.28, "beta": 0.0, "loss_type": "bnpo"},
-        "Dr. GRPO": {"loss_type": "dr_grpo", "scale_rewards": "none"},
-    },
-    "ppo": {
-        "Smoke test (tiny-llama)": {
-            "base_model": "tiny-llama", "max_steps": 4, "prompts_per_step": 4,
-            "minibatches": 2, "max_new_tokens": 16},
-        "InstructGPT-style (adaptive KL)": {
-            "kl_coef": 0.1, "kl_target": 6.0, "ppo_epochs": 4, "cliprange": 0.2,
-            "gamma": 1.0, "lam": 0.95},
-    },
-    "reward_model": {
-        "Smoke test (tiny-llama)": {"base_model": "tiny-llama", "epochs": 1,
-                                    "batch_size": 8, "max_length": 128},
-        "MiniLM encoder": {"base_model": MINILM, "epochs": 3, "batch_size": 16,
-                           "learning_rate": 5e-5, "max_length": 256},
-    },
-}
+
+def group_title(group: str) -> str:
+    spec = get_algorithm(group)
+    return GROUP_TITLES.get(group) or (spec.title if spec else group)
+
+
+def reward_form_types(user: Any) -> list[dict[str, Any]]:
+    """Every reward type as the launch form draws it: an input per argument (a model
+    argument as a select of the user's models of the kinds it takes)."""
+    models = model_list(user=user)
+    out = []
+    for kind in reward_types():
+        args = []
+        for arg in kind.args:
+            options = ([(m.id, m.name) for m in models if m.kind in kind.model_kinds]
+                       if arg.kind == "model" else None)
+            args.append({"name": arg.name, "kind": arg.kind, "help": arg.help,
+                         "default": "" if arg.default is None else arg.default,
+                         "placeholder": arg.placeholder, "options": options})
+        out.append({"id": kind.id, "title": kind.title, "help": kind.help, "args": args})
+    return out
 
 
 def _field_for(f: dataclasses.Field[Any]) -> forms.Field:
@@ -79,18 +69,21 @@ class RunForm(forms.Form):
 
     def __init__(self, *args: Any, user: Any, algorithm: str, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.algorithm, self.user = algorithm, user
-        self.config_class = CONFIG_CLASSES[algorithm]
+        spec = get_algorithm(algorithm)
+        assert spec is not None, algorithm  # the view picks a declared one
+        self.algorithm, self.user, self.spec = algorithm, user, spec
+        self.config_class = spec.config
         self.fields["dataset"].queryset = Dataset.objects.filter(
-            owner_id=user.pk, kind__in=DATASET_KINDS[algorithm], hidden=False)
+            owner_id=user.pk, kind__in=spec.dataset_kinds, hidden=False)
         self.fields["base_model"].choices = [
-            (m.id, m.name) for m in model_list(user=user) if m.kind in BASE_KINDS[algorithm]]
-        if algorithm == "reward_model":
+            (m.id, m.name) for m in model_list(user=user) if m.kind in spec.base_kinds]
+        if spec.dataset_kinds != ("prompts",):
             self.fields["dataset"].help_text = ("Preference pairs or ranked lists (each ranking "
                                                 "gives its K(K-1)/2 pairs).")
+        if spec.produces == "reward":
             self.fields["base_model"].help_text = ("The backbone that gets a scalar head: a "
-                                                   "policy, the MiniLM encoder, or a reward "
-                                                   "model to keep fitting.")
+                                                   "policy, an encoder such as MiniLM, or a "
+                                                   "reward model to keep fitting.")
         for f in self.config_class.hyperparameter_fields():
             self.fields[f"hp_{f.name}"] = _field_for(f)
 
@@ -98,7 +91,7 @@ class RunForm(forms.Form):
         groups: dict[str, list[forms.BoundField]] = {}
         for f in self.config_class.hyperparameter_fields():
             groups.setdefault(f.metadata["group"], []).append(self[f"hp_{f.name}"])
-        return [(GROUP_TITLES.get(g, g), fields) for g, fields in groups.items()]
+        return [(group_title(g), fields) for g, fields in groups.items()]
 
     def hyperparameters(self) -> dict[str, Any]:
         return {name[3:]: value for name, value in self.cleaned_data.items()
@@ -106,24 +99,26 @@ class RunForm(forms.Form):
 
 
 def rewards_from_post(data: Any) -> list[dict[str, Any]]:
-    """The reward rows of the form (``reward-<i>-type`` ...), in order, blank rows skipped.
-    Values stay as typed; services validate them with the engine's rules."""
+    """The reward rows of the form (``reward-<i>-type``, and each argument of that type as
+    ``reward-<i>-<type>-<arg>``), in order, blank rows skipped. Values stay as typed;
+    services validate them with the engine's rules."""
     rows = []
     for i in range(MAX_REWARD_ROWS):
-        kind = data.get(f"reward-{i}-type")
-        if not kind:
+        kind = get_reward_type(data.get(f"reward-{i}-type") or "")
+        if kind is None:
+            if data.get(f"reward-{i}-type"):
+                rows.append({"type": data[f"reward-{i}-type"]})  # named in the refusal
             continue
-        row: dict[str, Any] = {"type": kind}
+        row: dict[str, Any] = {"type": kind.id}
         weight = data.get(f"reward-{i}-weight", "").strip()
         row["weight"] = _number(weight) if weight else 1.0
-        if kind == "length":
-            row["target"] = _number(data.get(f"reward-{i}-target", "").strip(), whole=True)
-        elif kind == "regex":
-            row["pattern"] = data.get(f"reward-{i}-pattern", "")
-        elif kind == "exact_match":
-            row["column"] = data.get(f"reward-{i}-column", "answer").strip()
-        elif kind == "reward_model":
-            row["model"] = data.get(f"reward-{i}-model", "")
+        for arg in kind.args:
+            value = data.get(f"reward-{i}-{kind.id}-{arg.name}", "")
+            value = value if arg.kind == "regex" else value.strip()
+            if value == "" and arg.default is not None:
+                continue
+            row[arg.name] = (_number(value, whole=arg.kind == "int")
+                             if arg.kind in ("int", "float") else value)
         rows.append(row)
     return rows
 

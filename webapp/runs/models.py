@@ -11,6 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+from training.algorithms import AlgorithmSpec, algorithm_choices, get_algorithm
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -29,17 +31,12 @@ TERMINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 CLAIMABLE_STATUSES = (RunStatus.QUEUED, RunStatus.CRASHED, RunStatus.RESUMING)
 
 
-class Algorithm(models.TextChoices):
-    GRPO = "grpo", "GRPO"
-    PPO = "ppo", "PPO"
-    REWARD_MODEL = "reward_model", "Reward model"
-
-
 class Run(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                               related_name="runs")
     name = models.CharField(max_length=200)
-    algorithm = models.CharField(max_length=20, choices=Algorithm.choices)
+    # Choices come from the algorithms' declarations: a new algorithm needs no migration.
+    algorithm = models.CharField(max_length=20, choices=algorithm_choices)
     status = models.CharField(max_length=20, choices=RunStatus.choices,
                               default=RunStatus.QUEUED, db_index=True)
     dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT,
@@ -90,6 +87,16 @@ class Run(models.Model):
     @property
     def progress(self) -> float:
         return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+    @property
+    def spec(self) -> AlgorithmSpec | None:
+        """The declaration of the run's algorithm (None for one no longer declared)."""
+        return get_algorithm(self.algorithm)
+
+    @property
+    def produces_reward_model(self) -> bool:
+        spec = self.spec
+        return spec is not None and spec.produces == "reward"
 
     @property
     def tags(self) -> list[str]:

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.http import HttpRequest, QueryDict
+from django.http import Http404, HttpRequest, QueryDict
 
-from training.config import CONFIG_CLASSES
+from training.algorithms import get_algorithm
 from webapp.runs import selectors
 from webapp.runs.models import Run
 
@@ -34,7 +34,10 @@ class Prefill:
 
 
 def _from_run(run: Run, *, base_model: str, name: str, note: str) -> Prefill:
-    known = {f.name for f in CONFIG_CLASSES[run.algorithm].hyperparameter_fields()}
+    spec = get_algorithm(run.algorithm)
+    if spec is None:
+        raise Http404("This run's algorithm is no longer offered.")
+    known = {f.name for f in spec.config.hyperparameter_fields()}
     initial: dict[str, Any] = {"name": name[:200], "dataset": run.dataset_id,
                                "base_model": base_model, "tags": ", ".join(run.tags)}
     initial |= {f"hp_{k}": v for k, v in run.hyperparameters.items() if k in known}

@@ -27,9 +27,6 @@ BUNDLED = {
 }
 _READY = ".ready"  # written by training.modelhub when a bundled model is complete
 MINILM = "all-minilm-l6-v2"
-# Which kinds each algorithm may start from.
-BASE_KINDS = {"grpo": ("policy",), "ppo": ("policy",),
-              "reward_model": ("policy", "encoder", "reward")}
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ def _checkpoints(user: AbstractBaseUser | AnonymousUser) -> list[ModelEntry]:
     qs = (Checkpoint.objects.filter(run__owner_id=user.pk).select_related("run")
           .order_by("-created_at", "-id"))
     return [ModelEntry(c.model_id, f"{c.run.name} · step {c.step}",
-                       "reward" if c.run.algorithm == "reward_model" else "policy",
+                       "reward" if c.run.produces_reward_model else "policy",
                        "checkpoint", c.directory, checkpoint_id=c.pk) for c in qs]
 
 

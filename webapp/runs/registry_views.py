@@ -56,8 +56,8 @@ def model_list_page(request: HttpRequest) -> HttpResponse:
     rows = _checkpoint_rows(request.user)
     return render(request, "runs/models.html", {
         "bundled": [e for e in entries if e.source in ("bundled", "local")],
-        "policies": [r for r in rows if r.checkpoint.run.algorithm != "reward_model"],
-        "reward_models": [r for r in rows if r.checkpoint.run.algorithm == "reward_model"],
+        "policies": [r for r in rows if not r.checkpoint.run.produces_reward_model],
+        "reward_models": [r for r in rows if r.checkpoint.run.produces_reward_model],
         "shown_max": CHECKPOINTS_SHOWN, "truncated": len(rows) >= CHECKPOINTS_SHOWN,
         "disk_total": sum(r.disk.total for r in rows)})
 

@@ -10,8 +10,9 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import F, OrderBy, QuerySet
 from django.http import Http404
 
+from training.algorithms import algorithm_ids
 from webapp.errors import Invalid
-from webapp.runs.models import Algorithm, Checkpoint, Metric, Run, RunStatus, RunTag, Sample
+from webapp.runs.models import Checkpoint, Metric, Run, RunStatus, RunTag, Sample
 from webapp.runs.summaries import Summary, summary_of
 
 # ?ordering= names and the column each sorts by; "-name" sorts descending. Runs without a
@@ -51,8 +52,8 @@ class RunFilters:
 
         algorithm, status, base_model, q, tag = (text("algorithm"), text("status"),
                                                  text("base_model"), text("q"), text("tag"))
-        if algorithm and algorithm not in Algorithm.values:
-            fields["algorithm"] = "one of " + ", ".join(Algorithm.values)
+        if algorithm and algorithm not in algorithm_ids():
+            fields["algorithm"] = "one of " + ", ".join(algorithm_ids())
         if status and status not in RunStatus.values:
             fields["status"] = "one of " + ", ".join(RunStatus.values)
         dataset = text("dataset")
@@ -200,7 +201,7 @@ SPLIT_KEYS = ("eval/pairs", "eval/prompts", "data/train_pairs", "data/prompts")
 def reward_model_split(*, run: Run) -> dict[str, int] | None:
     """How a reward-model run split its pairs (from its last evaluation): ``eval_pairs``,
     ``eval_prompts``, ``train_pairs``, ``prompts``; None before the first evaluation."""
-    if run.algorithm != "reward_model":
+    if not run.produces_reward_model:
         return None
     last = (Metric.objects.filter(run=run, key="eval/pairs").order_by("-step")
             .values_list("step", flat=True).first())

@@ -10,12 +10,14 @@ from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
-from training.config import (
-    ConfigError,
-    RewardModelConfig,
+from training.algorithms import (
+    AlgorithmSpec,
+    algorithm_ids,
+    get_algorithm,
     validate_hyperparameters,
-    validate_rewards,
 )
+from training.config import ConfigError
+from training.reward_types import model_references, validate_rewards
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.selectors import dataset_get_for_user
 from webapp.errors import Invalid, WrongState
@@ -24,16 +26,12 @@ from webapp.limits import run_caps_check
 from webapp.queueing import enqueue
 from webapp.runs import events
 from webapp.runs.models import CLAIMABLE_STATUSES, Run, RunStatus, RunTag
-from webapp.runs.registry import BASE_KINDS, model_resolve
+from webapp.runs.registry import model_resolve
 from webapp.runs.tags import clean_notes, clean_tags
 from webapp.text import clean_name
 
-# The dataset kinds each algorithm trains on.
-DATASET_KINDS = {"grpo": (DatasetKind.PROMPTS,), "ppo": (DatasetKind.PROMPTS,),
-                 "reward_model": (DatasetKind.PREFERENCES, DatasetKind.RANKINGS)}
 
-
-def _dataset_for_run(user: AbstractBaseUser, dataset_id: Any, algorithm: str) -> Dataset:
+def _dataset_for_run(user: AbstractBaseUser, dataset_id: Any, spec: AlgorithmSpec) -> Dataset:
     if dataset_id is None or dataset_id == "":
         raise Invalid("Pick a dataset for the run.", fields={"dataset": "required"})
     try:
@@ -41,27 +39,27 @@ def _dataset_for_run(user: AbstractBaseUser, dataset_id: Any, algorithm: str) ->
     except Http404:  # not there, or not this user's
         raise Invalid(f"Dataset {dataset_id} does not exist or is not yours.",
                       fields={"dataset": "unknown dataset"}) from None
-    kinds = DATASET_KINDS[algorithm]
+    kinds = spec.dataset_kinds
     if dataset.kind not in kinds:
         wanted = " or ".join(DatasetKind(k).label.lower() for k in kinds)
-        raise Invalid(f"A {algorithm} run trains on {wanted}; '{dataset.name}' holds "
+        raise Invalid(f"A {spec.title} run trains on {wanted}; '{dataset.name}' holds "
                       f"{dataset.get_kind_display().lower()}.", fields={"dataset": "wrong kind"})
     return dataset
 
 
-def _clean_rewards(owner: AbstractBaseUser, algorithm: str, rewards: Any,
+def _clean_rewards(owner: AbstractBaseUser, spec: AlgorithmSpec, rewards: Any,
                    dataset: Dataset) -> list[dict[str, Any]]:
-    """Reward sources checked by the engine's rules, reward models against the registry."""
-    if algorithm == "reward_model":
+    """Reward sources checked by their declarations; a source's model must be one of the
+    owner's, of a kind the source takes."""
+    if not spec.uses_rewards:
         if rewards:
-            raise Invalid("Reward sources do not apply to reward-model runs; leave 'rewards' "
+            raise Invalid(f"Reward sources do not apply to {spec.title} runs; leave 'rewards' "
                           "out.", fields={"rewards": "not applicable"})
         return []
     clean = validate_rewards(rewards, columns=list(dataset.columns))
-    for i, source in enumerate(clean):
-        if source["type"] == "reward_model":
-            model_resolve(user=owner, model_id=source["model"], field=f"rewards[{i}]",
-                          kinds=("reward",))
+    for i, model_id, kind in model_references(clean):
+        model_resolve(user=owner, model_id=model_id, field=f"rewards[{i}]",
+                      kinds=kind.model_kinds)
     return clean
 
 
@@ -71,15 +69,15 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
     """Validate everything, store the run as queued, enqueue it once the row is committed."""
     name = clean_name(name or "", what="the run")
     tags, notes = clean_tags(tags), clean_notes(notes)
-    if algorithm not in DATASET_KINDS:
-        raise Invalid("algorithm must be one of " + ", ".join(DATASET_KINDS) + ".",
+    spec = get_algorithm(algorithm) if isinstance(algorithm, str) else None
+    if spec is None:
+        raise Invalid("algorithm must be one of " + ", ".join(algorithm_ids()) + ".",
                       fields={"algorithm": "unsupported"})
-    dataset = _dataset_for_run(owner, dataset_id, algorithm)
-    entry = model_resolve(user=owner, model_id=str(base_model or ""),
-                          kinds=BASE_KINDS[algorithm])
+    dataset = _dataset_for_run(owner, dataset_id, spec)
+    entry = model_resolve(user=owner, model_id=str(base_model or ""), kinds=spec.base_kinds)
     try:
         clean_hp = validate_hyperparameters(algorithm, hyperparameters or {})
-        clean_rewards = _clean_rewards(owner, algorithm, rewards, dataset)
+        clean_rewards = _clean_rewards(owner, spec, rewards, dataset)
     except ConfigError as exc:
         fields = {(k if k.startswith("rewards") else f"hyperparameters.{k}"): v
                   for k, v in exc.fields.items()}
@@ -89,19 +87,11 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
         run = Run.objects.create(
             owner=owner, name=name, algorithm=algorithm, dataset=dataset,
             base_model=entry.id, rewards=clean_rewards, hyperparameters=clean_hp,
-            max_steps=_planned_steps(algorithm, clean_hp, dataset), notes=notes,
+            max_steps=spec.config(**clean_hp).planned_steps(dataset.rows), notes=notes,
             parent_checkpoint_id=entry.checkpoint_id)
         RunTag.objects.bulk_create(RunTag(run=run, name=tag) for tag in tags)
         transaction.on_commit(lambda: _enqueue(run.pk))
     return run
-
-
-def _planned_steps(algorithm: str, hyperparameters: dict[str, Any], dataset: Dataset) -> int:
-    """The run's length as far as it is known now: a reward model's epochs over the data
-    set's rows (its worker sets the exact length once it has split the pairs)."""
-    if algorithm != "reward_model":
-        return int(hyperparameters["max_steps"])
-    return RewardModelConfig(**hyperparameters).steps_for(dataset.rows)
 
 
 def _enqueue(run_id: int, *, fresh: bool = True) -> None:

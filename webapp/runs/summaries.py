@@ -15,11 +15,16 @@ from django.db.models import Max
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from training.algorithms import get_algorithm
 from webapp.runs.models import Metric, Run
 
-# The metric that stands for "reward" in a run's summary, per algorithm: a reward model's
-# reward is its held-out pairwise accuracy.
-REWARD_KEYS = {"grpo": "reward/mean", "ppo": "reward/mean", "reward_model": "eval/accuracy"}
+
+def reward_key(algorithm: str) -> str:
+    """The metric that stands for "reward" in a run's summary, as its algorithm declares it
+    (a reward model's is its held-out pairwise accuracy)."""
+    spec = get_algorithm(algorithm)
+    return spec.reward_key if spec else "reward/mean"
+
 KL_KEY = "kl/mean"
 PEAK_KEY = "perf/peak_mem_mb"
 TOKENS_KEY, SECONDS_KEY = "perf/tokens_total", "perf/elapsed_s"
@@ -55,7 +60,7 @@ def summary_update_for_step(*, algorithm: str, metrics: Mapping[str, float],
                             started_at: datetime | None, now: datetime) -> dict[str, Any]:
     """The UPDATE arguments that fold one step's metrics into a run's stored summary."""
     fields: dict[str, Any] = {"wall_s": _seconds_since(started_at, now)}
-    reward = metrics.get(REWARD_KEYS[algorithm])
+    reward = metrics.get(reward_key(algorithm))
     if reward is not None:
         fields["reward_final"] = reward
         fields["reward_best"] = Greatest(Coalesce("reward_best", reward), reward)
@@ -77,14 +82,14 @@ def _last_value(run: Run, key: str) -> float | None:
 
 def summary_refresh(*, run: Run) -> Summary:
     """Recompute the stored summary from the run's metrics and save it."""
-    reward_key = REWARD_KEYS[run.algorithm]
+    key = reward_key(run.algorithm)
     last_step = Metric.objects.filter(run=run).aggregate(s=Max("step"))["s"]
     at_last = dict(Metric.objects.filter(run=run, step=last_step,
                                          key__in=(TOKENS_KEY, SECONDS_KEY))
                    .values_list("key", "value")) if last_step else {}
     end = run.finished_at or timezone.now()
-    run.reward_final = _last_value(run, reward_key)
-    run.reward_best = Metric.objects.filter(run=run, key=reward_key).aggregate(
+    run.reward_final = _last_value(run, key)
+    run.reward_best = Metric.objects.filter(run=run, key=key).aggregate(
         v=Max("value"))["v"]
     run.kl_final = _last_value(run, KL_KEY)
     run.peak_mem_mb = Metric.objects.filter(run=run, key=PEAK_KEY).aggregate(

@@ -11,24 +11,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from training.charts import CATALOG
-from training.config import EVAL_MIN_PAIRS
+from training.algorithms import algorithm_choices, algorithms, chart_catalog, get_algorithm
+from training.algorithms.reward_model import EVAL_MIN_PAIRS
 from webapp.datasets.models import Dataset
 from webapp.errors import ServiceError
 from webapp.runs import compare, deletion, selectors, services
-from webapp.runs.forms import (
-    ALGORITHMS,
-    MAX_REWARD_ROWS,
-    PRESETS,
-    REWARD_TYPES,
-    RunForm,
-    rewards_from_post,
-)
+from webapp.runs.forms import MAX_REWARD_ROWS, RunForm, reward_form_types, rewards_from_post
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.naming import model_refs
 from webapp.runs.prefill import prefill_from
-from webapp.runs.registry import model_list
-from webapp.runs.summaries import REWARD_KEYS
 from webapp.waiting import queue_place
 
 DEFAULT_REWARDS = [{"type": "length", "target": 200, "weight": 1.0}]
@@ -61,7 +52,8 @@ def run_list_page(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/list.html", {
         "page": page, "runs": page.object_list, "filters": filters, "columns": RUN_COLUMNS,
         "filtered": filters != selectors.RunFilters(ordering=filters.ordering),
-        "query": query.urlencode(), "algorithms": ALGORITHMS, "statuses": RunStatus.choices,
+        "query": query.urlencode(), "algorithms": algorithm_choices(),
+        "statuses": RunStatus.choices,
         "datasets": Dataset.objects.filter(owner_id=request.user.pk, hidden=False
                                            ).order_by("name"),
         "base_models": selectors.run_base_models(user=request.user),
@@ -87,11 +79,12 @@ def run_compare_page(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/compare.html", {
         "runs": runs, "ids": ",".join(str(r.pk) for r in runs),
         "runs_json": [{"id": r.pk, "name": r.name, "index": i, "algorithm": r.algorithm,
-                       "status": r.status} for i, r in enumerate(runs)],
+                       "status": r.status, "reward_model": r.produces_reward_model}
+                      for i, r in enumerate(runs)],
         "diff": [row | {"shown": [_setting_text(row["field"], v, runs, names)
                                   for v in row["values"]]} for row in diff],
         "differing": sum(row["differs"] for row in diff),
-        "ratios": compare.ppo_grpo_ratios(runs), "chart_catalog": CATALOG.as_json()})
+        "ratios": compare.ppo_grpo_ratios(runs), "chart_catalog": chart_catalog().as_json()})
 
 
 def _setting_text(field: str, value: object, runs: list, names: dict) -> str:
@@ -110,19 +103,20 @@ def _setting_text(field: str, value: object, runs: list, names: dict) -> str:
 
 def _form_context(form: RunForm, rewards: list[dict], errors: dict[str, str] | None = None,
                   detail: str = "") -> dict:
-    reward_models = [m for m in model_list(user=form.user) if m.kind == "reward"]
-    return {"form": form, "rewards": rewards or DEFAULT_REWARDS, "reward_types": REWARD_TYPES,
-            "algorithm": form.algorithm, "algorithms": ALGORITHMS,
-            "algorithm_label": dict(ALGORITHMS)[form.algorithm],
-            "reward_models": reward_models, "max_reward_rows": MAX_REWARD_ROWS,
-            "presets_json": json.dumps(PRESETS[form.algorithm]),
+    spec = form.spec
+    return {"form": form, "rewards": rewards or DEFAULT_REWARDS,
+            "reward_types": reward_form_types(form.user) if spec.uses_rewards else [],
+            "uses_rewards": spec.uses_rewards, "algorithm": spec.id,
+            "algorithms": algorithm_choices(), "algorithm_label": spec.title,
+            "algorithm_summary": spec.summary, "max_reward_rows": MAX_REWARD_ROWS,
+            "presets_json": json.dumps(spec.presets),
             "reward_errors": {k: v for k, v in (errors or {}).items()
                               if k.startswith("rewards")}, "detail": detail}
 
 
 def _algorithm(request: HttpRequest) -> str:
-    value = request.POST.get("algorithm") or request.GET.get("algorithm") or "grpo"
-    return value if value in dict(ALGORITHMS) else "grpo"
+    value = request.POST.get("algorithm") or request.GET.get("algorithm") or ""
+    return value if get_algorithm(value) else algorithms()[0].id
 
 
 @login_required
@@ -134,7 +128,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
         context = _form_context(form, prefill.rewards or DEFAULT_REWARDS)
         return render(request, "runs/new.html", context | {"prefill_note": prefill.note})
     form = RunForm(request.POST, user=request.user, algorithm=algorithm)
-    rewards = rewards_from_post(request.POST) if algorithm != "reward_model" else []
+    spec = get_algorithm(algorithm)
+    rewards = rewards_from_post(request.POST) if spec and spec.uses_rewards else []
     if not form.is_valid():
         return render(request, "runs/new.html", _form_context(form, rewards), status=422)
     try:
@@ -161,12 +156,13 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     step, samples = selectors.run_samples(run=run)
     return render(request, "runs/detail.html", {
         "run": run, "samples": samples, "sample_step": step,
-        "summary": selectors.run_summary(run=run), "reward_key": REWARD_KEYS[run.algorithm],
+        "summary": selectors.run_summary(run=run),
+        "reward_key": run.spec.reward_key if run.spec else "reward/mean",
         **_status_context(run),
         "sample_steps": selectors.run_sample_steps(run=run),
         "checkpoints": selectors.checkpoint_list(run=run),
         "children": selectors.run_children(run=run),
-        "chart_catalog": CATALOG.as_json(),
+        "chart_catalog": chart_catalog().as_json(),
         "config_json": json.dumps({"rewards": run.rewards,
                                    "hyperparameters": run.hyperparameters}, indent=2),
     })

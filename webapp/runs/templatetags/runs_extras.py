@@ -72,3 +72,9 @@ def ordinal(n: int) -> str:
     """1 -> 1st, 2 -> 2nd, 11 -> 11th, 23 -> 23rd."""
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+@register.filter
+def get_item(mapping: object, key: str) -> object:
+    """``mapping[key]`` in a template (None when absent or not a mapping)."""
+    return mapping.get(key) if isinstance(mapping, dict) else None
