@@ -68,6 +68,7 @@ test: models-test browser
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean-var:  ## remove everything the app stored (database, uploads, checkpoints), keep models
 	rm -rf var/db.sqlite3* var/datasets var/checkpoints var/media var/static var/test var/redis

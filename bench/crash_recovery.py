@@ -48,7 +48,7 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def _worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen:
-    proc = _spawn([sys.executable, "-m", "celery", "-A", "webapp", "worker", "--queues", queue,
+    proc = _spawn([sys.executable, "-m", "celery", "-A", "workers", "worker", "--queues", queue,
                    "--concurrency", "1", "--max-tasks-per-child", "1", "--loglevel", "INFO",
                    "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h"], env, log)
     _wait(lambda: "ready." in log.read_text(), 120, "the worker")

@@ -29,6 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from training.process import prefer_huge_pages  # noqa: E402
+
+prefer_huge_pages()  # before torch is imported, as a worker's child does
 import torch  # noqa: E402
 
 from training import llama_decode  # noqa: E402

@@ -69,7 +69,7 @@ def start_services(scratch: Path, env: dict[str, str], port: int) -> list[subpro
                    check=True)
     log = open(scratch / "worker.log", "w")
     worker = subprocess.Popen(
-        [PY, "-m", "celery", "-A", "webapp", "worker", "--queues", env["RLHF_TRAINING_QUEUE"],
+        [PY, "-m", "celery", "-A", "workers", "worker", "--queues", env["RLHF_TRAINING_QUEUE"],
          "--concurrency", "1", "--max-tasks-per-child", "1", "--loglevel", "INFO",
          "--without-gossip", "--without-mingle", "--without-heartbeat",
          "--hostname", f"first-step-{os.getpid()}@%h"],

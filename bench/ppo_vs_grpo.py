@@ -19,6 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.grpo_length import TEXTS  # noqa: E402
+from training.process import prefer_huge_pages  # noqa: E402
+
+prefer_huge_pages()  # before torch is imported, as a worker's child does
 from training.algorithms import build_config  # noqa: E402
 from training.metrics import ListSink  # noqa: E402
 

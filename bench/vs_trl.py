@@ -262,6 +262,14 @@ def one_run(side: str, a: argparse.Namespace, script: str = __file__,
     env = os.environ.copy()
     if getattr(a, "ablate", "") == "small_pages":  # torch reads it at its first allocation
         env["THP_MEM_ALLOC_ENABLE"] = "0"
+    elif side == "ours":  # as a worker's child prepares itself
+        from training.process import prefer_huge_pages
+
+        before = os.environ.get("THP_MEM_ALLOC_ENABLE")
+        if prefer_huge_pages():
+            env["THP_MEM_ALLOC_ENABLE"] = "1"
+        if before is None:
+            os.environ.pop("THP_MEM_ALLOC_ENABLE", None)
     if a.threads:  # the same for both sides: torch's intra-op threads (OpenMP, MKL, oneDNN)
         env |= {"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)

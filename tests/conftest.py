@@ -98,7 +98,7 @@ class WorkerProcess:
         self.hostname = f"{name}-{os.getpid()}@test"
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "webapp", "worker", "--queues", queue,
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--queues", queue,
              "--concurrency", "1", "--max-tasks-per-child", "1", "--loglevel", "INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat",
              "--hostname", self.hostname],

@@ -2,7 +2,9 @@
 steps and samples, finish), for tests of listing, summaries and comparison."""
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Callable
 
 from webapp.datasets.models import Dataset
@@ -66,3 +68,21 @@ def sample_rows(prompts: list[str], per_prompt: int, tag: str) -> Callable[[int]
                             "advantage": 0.5 - g})
         return out
     return rows
+
+
+def read_events(api, run_id, **headers):
+    """Consume the run's server-sent events as they arrive: [(arrival time, event, data, id)]."""
+    response = api.get(f"/api/runs/{run_id}/events", **headers)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    events, buffer = [], ""
+    for chunk in response.streaming_content:
+        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            fields = dict(line.split(": ", 1) for line in block.splitlines()
+                          if ": " in line and not line.startswith(":"))
+            if "event" in fields:
+                events.append((time.monotonic(), fields["event"], json.loads(fields["data"]),
+                               fields["id"]))
+    return events

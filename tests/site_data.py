@@ -13,8 +13,8 @@ from pathlib import Path
 from django.conf import settings
 
 from tests.conftest import PROMPTS, upload_prompts
+from tests.labeling_helpers import make_batch, rank_in_order
 from tests.runs_helpers import make_run, sample_rows
-from tests.test_labeling_api import make_batch, rank_in_order
 from webapp.datasets.models import Dataset
 from webapp.runs.models import Checkpoint, Run
 

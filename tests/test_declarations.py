@@ -84,8 +84,8 @@ def test_the_api_describes_and_validates_both(api, user, throwaway, datasets_dir
 def test_the_worker_dispatches_and_preloads_the_new_engine(api, user, throwaway,
                                                           transactional_db, settings,
                                                           tmp_path):
-    from webapp.celery import engine_modules
     from webapp.runs.models import Metric, Run
+    from workers.celery import engine_modules
     from workers.training_job import run_training
 
     settings.DATASETS_DIR = tmp_path / "datasets"

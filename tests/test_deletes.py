@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.labeling_helpers import make_batch, rank_in_order
 from tests.runs_helpers import make_dataset, make_run
 from tests.site_data import write_checkpoint
-from tests.test_labeling_api import make_batch, rank_in_order
 from webapp.datasets.models import Dataset
 from webapp.labeling.models import Batch, BatchStatus
 from webapp.runs import events

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 import zipfile
 
 import pytest
 
 from tests.conftest import PROMPTS, upload_prompts, wait_for
+from tests.runs_helpers import read_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -25,24 +25,6 @@ def launch(api, dataset_id, **hyperparameters):
         "hyperparameters": {**SMALL, **hyperparameters}}), content_type="application/json")
     assert response.status_code == 201, response.content
     return response.json()
-
-
-def read_events(api, run_id, **headers):
-    """Consume the run's server-sent events as they arrive: [(arrival time, event, data, id)]."""
-    response = api.get(f"/api/runs/{run_id}/events", **headers)
-    assert response.status_code == 200
-    assert response["Content-Type"] == "text/event-stream"
-    events, buffer = [], ""
-    for chunk in response.streaming_content:
-        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            fields = dict(line.split(": ", 1) for line in block.splitlines()
-                          if ": " in line and not line.startswith(":"))
-            if "event" in fields:
-                events.append((time.monotonic(), fields["event"], json.loads(fields["data"]),
-                               fields["id"]))
-    return events
 
 
 def test_a_grpo_run_streams_its_steps_and_its_checkpoint_loads(api, worker, tmp_path):

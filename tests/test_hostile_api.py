@@ -10,7 +10,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from tests.conftest import PROMPTS, upload_prompts
-from tests.test_labeling_api import make_batch
+from tests.labeling_helpers import make_batch
 from webapp.accounts.services import api_token_issue
 from webapp.datasets.models import Dataset
 from webapp.labeling.models import Batch, BatchOrigin, BatchStatus

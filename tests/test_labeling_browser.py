@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import chromium_page, sign_in
-from tests.test_labeling_api import make_batch, response_ids
+from tests.labeling_helpers import make_batch, response_ids
 from webapp.labeling.models import Ranking
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]

@@ -40,7 +40,7 @@ def test_a_silent_batch_is_requeued_and_the_next_attempt_generates_the_rest(api,
 
 
 def test_out_of_attempts_a_batch_fails_with_the_reason(user, transactional_db):
-    from tests.test_labeling_api import make_batch
+    from tests.labeling_helpers import make_batch
 
     batch = make_batch(user, items=0)
     Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.GENERATING, attempt=3, crashes=2,

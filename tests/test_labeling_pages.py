@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import PROMPTS, upload_prompts
-from tests.test_labeling_api import make_batch, rank_in_order
+from tests.labeling_helpers import make_batch, rank_in_order
 from webapp.datasets.models import Dataset
 from webapp.labeling.models import Batch, BatchStatus
 

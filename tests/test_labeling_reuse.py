@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_labeling_api import make_batch, rank_in_order, response_ids
+from tests.labeling_helpers import make_batch, rank_in_order, response_ids
 from webapp.datasets.models import Dataset
 from webapp.labeling import services
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_labeling_api import make_batch
+from tests.labeling_helpers import make_batch
 from webapp.labeling import services
 from webapp.labeling.models import Batch, BatchStatus, Item
 from workers import labeling_job

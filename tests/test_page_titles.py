@@ -7,8 +7,8 @@ import re
 import pytest
 
 from tests.conftest import PROMPTS, upload_prompts
+from tests.labeling_helpers import make_batch
 from tests.runs_helpers import make_dataset, make_run
-from tests.test_labeling_api import make_batch
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def broker_down():
-    from webapp.celery import app
+    from webapp.queueing import producer
 
+    app = producer()
     keys = ("broker_url", "broker_connection_retry", "broker_connection_max_retries")
     before = {key: app.conf[key] for key in keys}
     app.conf.update(broker_url="redis://127.0.0.1:1/0",  # nothing listens on port 1
@@ -22,6 +23,11 @@ def broker_down():
     yield
     app.conf.update(before)
     app.pool.force_close_all()
+    # a closed pool is not reopened: the next send gets a new app and new connection pools
+    from kombu import pools
+
+    producer.cache_clear()
+    pools.reset()
 
 
 def test_a_run_launched_while_the_broker_is_down_fails_with_the_reason(api, broker_down):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runs_helpers import make_dataset
-from tests.test_e2e_training import read_events
+from tests.runs_helpers import make_dataset, read_events
 from webapp.runs import attempts, events
 from webapp.runs.models import Run
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_training_reward_model import rm_config
-from tests.training_helpers import grpo_config, one_torch_thread
+from tests.training_helpers import grpo_config, one_torch_thread, rm_config
 
 
 @pytest.fixture(autouse=True, scope="module")

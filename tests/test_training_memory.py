@@ -2,15 +2,11 @@
 losses and gradients as keeping every activation."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tests.test_training_reward_model import rm_config
-from tests.training_helpers import grpo_config, one_torch_thread
+from tests.training_helpers import grpo_config, one_torch_thread, rm_config
 from training.metrics import ListSink
 
 
@@ -52,7 +48,7 @@ def test_gradient_checkpointing_gives_the_same_reward_model_steps(tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_ppo_steps(tmp_path):
-    from tests.test_training_ppo import ppo_config
+    from tests.training_helpers import ppo_config
     from training.ppo import train
 
     runs = []
@@ -186,90 +182,3 @@ def test_the_default_budget_runs_smollm2s_frozen_passes_over_the_whole_step():
         param_bytes=4, head_chunk_bytes=CHUNK_ELEMENTS * 4))
 
     assert rows == total == 32
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc setting (Linux)")
-def test_freed_tensors_go_back_to_the_system():
-    """After the engine's malloc setting, freeing large tensors between live ones lowers the
-    resident set; with glibc's own dynamic threshold they stay in the heap (0 MB returned,
-    checked by hand). In a fresh process: the setting is once per process."""
-    code = """
-import os, torch
-from training.runtime import return_freed_memory_to_the_os
-assert return_freed_memory_to_the_os()
-page = os.sysconf("SC_PAGE_SIZE")
-rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page / 2**20
-for _ in range(3):  # what raises glibc's own threshold to 32 MB
-    torch.ones(2**23).sum()
-blocks = [torch.ones(2**16) for _ in range(2000)]  # 2000 x 256 kB = 500 MB
-during = rss()
-del blocks[::2]  # every other one: a heap could not shrink past the live ones
-print(round(during - rss()))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parent.parent)
-    assert int(out.stdout) > 200, out.stdout  # of the 250 MB freed
-
-
-def test_trained_weights_leave_the_files_mapping_so_the_first_update_faults_no_pages():
-    """transformers maps a safetensors file copy-on-write: the first write to each weight
-    page faults and copies it (about one fault per 4 kB of weights). After
-    ``weights_in_own_memory`` the weights live in the process's own, already touched memory;
-    tied weights stay one parameter. In a fresh process, so the counts are its own."""
-    code = """
-import resource, torch
-from tests.training_helpers import TINY_LLAMA
-from training.modelhub import load_causal_lm
-from training.runtime import weights_in_own_memory
-def write_faults(model):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-load = lambda: load_causal_lm(TINY_LLAMA, dtype=torch.float32, device=torch.device("cpu"))
-mapped, own = load(), weights_in_own_memory(load())
-tied = own.get_input_embeddings().weight is own.get_output_embeddings().weight
-size = sum(p.numel() * 4 for p in own.parameters())
-print(write_faults(mapped), write_faults(own), size // 4096, tied)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parent.parent)
-    mapped, own, pages, tied = out.stdout.split()
-    assert int(mapped) > int(pages) / 2  # copy-on-write: a fault per page written
-    assert int(own) < int(pages) / 20
-    assert tied == "True"
-
-
-def test_adamws_moments_in_flat_buffers_give_the_plain_optimizers_updates():
-    """``runtime.adamw`` makes the two moments before the first step as views of one buffer
-    each (huge pages instead of a page fault per 4 kB on the first step); the updates are
-    the plain fused AdamW's to the bit, and a checkpoint of its state saves and restores."""
-    import torch
-
-    from training.checkpoints import load_training_state, restore_optimizer, save_training_state
-    from training.runtime import adamw
-
-    torch.manual_seed(0)
-    nets = [torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)) for _ in "ab"]
-    nets[1].load_state_dict(nets[0].state_dict())
-    plain = torch.optim.AdamW(nets[0].parameters(), lr=1e-2, weight_decay=0.0, fused=True)
-    ours = adamw(nets[1].parameters(), lr=1e-2, device=torch.device("cpu"))
-    moments = [ours.state[p]["exp_avg"] for p in nets[1].parameters()]
-    assert len({m.untyped_storage().data_ptr() for m in moments}) == 1  # one buffer
-    for _ in range(3):
-        x = torch.randn(5, 8)
-        for net, optimizer in zip(nets, (plain, ours), strict=True):
-            optimizer.zero_grad(set_to_none=True)
-            net(x).square().sum().backward()
-            optimizer.step()
-    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
-        assert torch.equal(a, b)
-
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        save_training_state(Path(tmp), optimizer=ours, state={}, rng={})
-        fresh = adamw(nets[1].parameters(), lr=1e-2, device=torch.device("cpu"))
-        restore_optimizer(fresh, load_training_state(Path(tmp)))
-    for p in nets[1].parameters():
-        assert torch.equal(fresh.state[p]["exp_avg_sq"], ours.state[p]["exp_avg_sq"])

@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -15,14 +14,12 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from tests.training_helpers import (
-    PROMPTS,
     TINY_LLAMA,
     files_with_pickle_suffix,
     one_torch_thread,
+    ppo_config,
     tiny_tokenizer,
-    write_jsonl,
 )
-from training.algorithms import build_config
 from training.checkpoints import MANIFEST, STATE_DIR
 from training.critic import CRITIC_FILE, build_critic
 from training.metrics import ListSink
@@ -45,19 +42,6 @@ PPO_KEYS = {
     "optim/grad_norm", "perf/step_s", "perf/generate_s", "perf/tokens_per_s",
     "perf/peak_mem_mb", "perf/elapsed_s", "perf/tokens_total",
 }
-
-
-def ppo_config(tmp_path: Path, *, rewards: list[dict[str, Any]] | None = None,
-               output: str = "out", **hyperparameters: Any) -> Any:
-    dataset = tmp_path / "rows.jsonl"
-    if not dataset.exists():
-        write_jsonl(dataset, [{"prompt": p} for p in PROMPTS])
-    values = {"max_steps": 3, "prompts_per_step": 4, "minibatches": 2, "ppo_epochs": 2,
-              "max_new_tokens": 8, "learning_rate": 1e-3, "samples_per_step": 8}
-    values.update(hyperparameters)
-    return build_config("ppo", values, model_path=str(TINY_LLAMA), dataset_path=str(dataset),
-                        output_dir=str(tmp_path / output), device="cpu",
-                        rewards=rewards or [{"type": "length", "target": 20, "weight": 1.0}])
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -127,25 +111,6 @@ def test_the_critic_gives_a_value_per_completion_token_and_has_its_own_weights(t
         [len(policy), len(list(state.critic.parameters()))]
 
 
-def test_should_stop_after_the_first_step_cancels_the_run(tmp_path):
-    sink = ListSink()
-
-    result, _ = train(ppo_config(tmp_path), sink=sink,
-                      should_stop=lambda: len(sink.metrics) >= 1)
-
-    assert (result.steps, result.stop_reason) == (1, "cancelled")
-    assert result.checkpoints == [str(tmp_path / "out" / "step-1")]
-
-
-def test_a_run_cancelled_before_its_first_step_saves_nothing(tmp_path):
-    sink = ListSink()
-
-    result, last = train(ppo_config(tmp_path), sink=sink, should_stop=lambda: True)
-
-    assert (result.steps, result.stop_reason, result.checkpoints) == (0, "cancelled", [])
-    assert last == {} and sink.metrics == [] and sink.checkpoints == []
-
-
 def test_a_checkpoint_holds_only_the_policy_and_keeps_the_critic_in_the_training_state(
         tmp_path):
     result, _ = train(ppo_config(tmp_path, max_steps=2, checkpoint_every=1))
@@ -163,28 +128,6 @@ def test_a_checkpoint_holds_only_the_policy_and_keeps_the_critic_in_the_training
     assert any(key.startswith("backbone.") for key in critic)
     assert json.loads((folder / STATE_DIR / "state.json").read_text())["kl_coef"] == 0.05
     assert files_with_pickle_suffix(folder) == []
-
-
-def test_micro_batches_give_the_same_update_as_the_whole_minibatch(tmp_path):
-    whole, parts = ListSink(), ListSink()
-    options = {"max_steps": 1, "ppo_epochs": 1, "minibatches": 1, "entropy_coef": 0.01}
-    a, _ = train(ppo_config(tmp_path, output="whole", micro_batch_size=0, **options),
-                 sink=whole)
-    b, _ = train(ppo_config(tmp_path, output="parts", micro_batch_size=1, **options),
-                 sink=parts)
-
-    one, many = whole.metrics[0][1], parts.metrics[0][1]
-    assert [s.completion for s in whole.samples[0][1]] == \
-        [s.completion for s in parts.samples[0][1]]
-    for key in ("loss/policy", "loss/value", "loss/entropy", "loss/total", "optim/grad_norm",
-                "optim/value_grad_norm", "value/explained_var", "entropy/mean"):
-        assert many[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
-    # Adam's first step moves each weight by about lr = 1e-3; 1e-5 is 1% of that
-    for name in ("model.safetensors", f"{STATE_DIR}/{CRITIC_FILE}"):
-        after_whole = _tensors(Path(a.checkpoints[0]) / name)
-        after_parts = _tensors(Path(b.checkpoints[0]) / name)
-        for key, value in after_whole.items():
-            assert torch.allclose(after_parts[key], value, atol=1e-5), (name, key)
 
 
 def test_the_adaptive_kl_controller_follows_the_target():
@@ -205,31 +148,6 @@ def test_a_kl_target_adapts_the_coefficient_between_steps(tmp_path):
     # step 1 has KL 0 < target: the coefficient step 2 uses is lower by 0.2 x 4 / 10000
     assert sink.series("kl/coef") == pytest.approx([0.05, 0.05 * (1 - 0.2 * 4 / 10_000)],
                                                    rel=1e-9)
-
-
-@pytest.mark.parametrize("extra", [{}, {"lora_rank": 2, "learning_rate": 1e-2}],
-                         ids=["full", "lora"])
-def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tmp_path, extra):
-    straight, first, second = ListSink(), ListSink(), ListSink()
-    options = {"max_steps": 3, "checkpoint_every": 1, "kl_target": 0.01, **extra}
-    train(ppo_config(tmp_path, output="straight", **options), sink=straight)
-    train(ppo_config(tmp_path, output="split", **{**options, "max_steps": 2}), sink=first)
-
-    result, _ = train(ppo_config(tmp_path, output="split", **options), sink=second,
-                      resume_from=str(tmp_path / "split" / "step-2"))
-
-    assert (result.steps, result.stop_reason) == (3, "max_steps")
-    assert [step for step, _ in second.metrics] == [3]
-    expected, actual = straight.metrics[2][1], second.metrics[0][1]
-    for key in ("reward/mean", "kl/mean", "kl/coef", "loss/policy", "loss/value",
-                "value/mean", "value/explained_var", "optim/grad_norm"):
-        assert actual[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-7), key
-    assert actual["perf/tokens_total"] == expected["perf/tokens_total"]
-    for name in ("model.safetensors", f"{STATE_DIR}/{CRITIC_FILE}"):
-        resumed = _tensors(Path(result.checkpoints[0]) / name)
-        uninterrupted = _tensors(tmp_path / "straight" / "step-3" / name)
-        for key, value in uninterrupted.items():
-            assert torch.allclose(resumed[key], value, atol=1e-6), (name, key)
 
 
 def test_kl_stop_ends_the_run_once_kl_passes_the_threshold(tmp_path):

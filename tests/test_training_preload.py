@@ -14,7 +14,7 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 import django
 django.setup()
 from celery.signals import worker_process_init
-import webapp.celery
+import workers.celery
 parent = "torch" in sys.modules
 worker_process_init.send(sender=None)  # what a prefork child sends as it starts
 import torch

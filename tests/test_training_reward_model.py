@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import torch
@@ -17,13 +15,13 @@ from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tests.training_helpers import (
-    TINY_LLAMA,
     files_with_pickle_suffix,
     one_torch_thread,
+    rm_config,
+    short_vs_long_pairs,
     tiny_tokenizer,
     write_jsonl,
 )
-from training.algorithms import build_config
 from training.checkpoints import MANIFEST, STATE_DIR
 from training.metrics import ListSink
 from training.reward_data import PreferencePair, Split, format_pair, read_pairs, split_pairs
@@ -41,41 +39,6 @@ STEP_KEYS = {"loss/train", "reward/chosen_mean", "reward/rejected_mean", "train/
              "optim/lr", "optim/grad_norm", "perf/step_s", "perf/pairs_per_s",
              "perf/peak_mem_mb", "perf/elapsed_s"}
 EVAL_KEYS = {"eval/accuracy", "eval/margin", "eval/loss"}
-WORDS = ("apple river stone cloud paper garden window silver engine forest candle market "
-         "planet yellow quiet rapid gentle bright copper winter summer island bridge castle "
-         "dragon pencil rocket violin mirror shadow thunder meadow harbor lantern marble "
-         "orchard pepper saddle tunnel valley walnut zebra anchor basket cactus dolphin falcon "
-         "glacier hammer igloo jacket kettle ladder magnet").split()
-
-
-def short_vs_long_pairs(n: int, seed: int, *, prefer_short: bool = True
-                        ) -> list[dict[str, Any]]:
-    """The synthetic preference: a 1-3 word answer over a 12-25 word one (or the reverse),
-    words drawn at random from one vocabulary."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        prompt = f"Tell me about the {rng.choice(WORDS)} and the {rng.choice(WORDS)}."
-        short = " ".join(rng.choices(WORDS, k=rng.randint(1, 3)))
-        long = " ".join(rng.choices(WORDS, k=rng.randint(12, 25)))
-        chosen, rejected = (short, long) if prefer_short else (long, short)
-        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "margin": None})
-    return rows
-
-
-def rm_config(tmp_path: Path, *, rows: list[dict[str, Any]] | None = None, output: str = "out",
-              model: Path = TINY_LLAMA, **hyperparameters: Any) -> Any:
-    dataset = tmp_path / "pairs.jsonl"
-    if rows is not None or not dataset.exists():
-        write_jsonl(dataset, rows if rows is not None else short_vs_long_pairs(24, seed=7))
-    values = {"max_steps": 3, "batch_size": 4, "learning_rate": 2e-3, "max_length": 128,
-              "eval_fraction": 0.25, "eval_every": 2}
-    values.update(hyperparameters)
-    return build_config("reward_model", values, model_path=str(model),
-                        dataset_path=str(dataset), output_dir=str(tmp_path / output),
-                        device="cpu")
-
-
 def _tensors(model_dir: str | Path) -> dict[str, torch.Tensor]:
     with safe_open(str(Path(model_dir) / "model.safetensors"), framework="pt") as fh:
         return {key: fh.get_tensor(key) for key in fh.keys()}
@@ -359,18 +322,6 @@ def test_the_value_backbone_is_the_reward_models_transformer(fitted):
 
 # --- cancel, margins, resume, LoRA, an encoder ---
 
-def test_should_stop_after_the_second_step_cancels_the_run(tmp_path):
-    calls = iter([False, False, True])
-    sink = ListSink()
-
-    result, _ = train(rm_config(tmp_path, max_steps=5), sink=sink,
-                      should_stop=lambda: next(calls))
-
-    assert (result.steps, result.stop_reason) == (2, "cancelled")
-    assert [step for step, _ in sink.metrics] == [1, 2]
-    assert result.checkpoints == [str(tmp_path / "out" / "step-2")]
-
-
 def test_the_margin_column_raises_the_training_loss(tmp_path):
     rows = short_vs_long_pairs(8, seed=2)
     with_margin = [dict(r, margin=3.0) for r in rows]
@@ -383,30 +334,6 @@ def test_the_margin_column_raises_the_training_loss(tmp_path):
     assert margined["reward/chosen_mean"] == pytest.approx(plain["reward/chosen_mean"])
     assert margined["loss/train"] > plain["loss/train"] + 1.0
     assert not EVAL_KEYS & plain.keys()  # nothing held out
-
-
-@pytest.mark.parametrize("extra", [{}, {"lora_rank": 2, "learning_rate": 1e-2}],
-                         ids=["full", "lora"])
-def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tmp_path, extra):
-    straight, second = ListSink(), ListSink()
-    train(rm_config(tmp_path, output="straight", max_steps=4, **extra), sink=straight)
-    train(rm_config(tmp_path, output="split", max_steps=2, **extra))
-
-    result, _ = train(rm_config(tmp_path, output="split", max_steps=4, **extra), sink=second,
-                      resume_from=str(tmp_path / "split" / "step-2"))
-
-    assert (result.steps, result.stop_reason) == (4, "max_steps")
-    assert [step for step, _ in second.metrics] == [3, 4]
-    for (_, expected), (_, actual) in zip(straight.metrics[2:], second.metrics, strict=True):
-        assert actual.keys() == expected.keys()  # step 4 is measured on the held-out pairs
-        for key in ("loss/train", "reward/chosen_mean", "optim/grad_norm", "eval/accuracy",
-                    "eval/margin"):
-            if key in expected:
-                assert actual[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
-    resumed, uninterrupted = _tensors(result.checkpoints[-1]), _tensors(
-        tmp_path / "straight" / "step-4")
-    for key, value in uninterrupted.items():
-        assert torch.allclose(resumed[key], value, atol=1e-5), key
 
 
 def test_a_lora_run_saves_a_merged_checkpoint_with_its_trained_head(tmp_path):

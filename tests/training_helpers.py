@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,14 @@ def tiny_tokenizer() -> Any:
     return load_tokenizer(TINY_LLAMA)
 
 
+def encoded_prompts() -> tuple[Any, Any]:
+    """Two prompts of different lengths as the tiny model's token ids and attention mask."""
+    enc = tiny_tokenizer()(["Summarize: the committee met for four hours and then agreed "
+                            "to meet again.", "Hi"], return_tensors="pt", padding=True,
+                           add_special_tokens=False)
+    return enc["input_ids"], enc["attention_mask"]
+
+
 @functools.cache
 def tiny_model() -> Any:
     """The tiny Llama in fp32 on the CPU, in eval mode. Shared: tests must not change it."""
@@ -80,3 +89,56 @@ def tiny_model() -> Any:
 
 def files_with_pickle_suffix(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES]
+
+
+WORDS = ("apple river stone cloud paper garden window silver engine forest candle market "
+         "planet yellow quiet rapid gentle bright copper winter summer island bridge castle "
+         "dragon pencil rocket violin mirror shadow thunder meadow harbor lantern marble "
+         "orchard pepper saddle tunnel valley walnut zebra anchor basket cactus dolphin falcon "
+         "glacier hammer igloo jacket kettle ladder magnet").split()
+
+
+def short_vs_long_pairs(n: int, seed: int, *, prefer_short: bool = True
+                        ) -> list[dict[str, Any]]:
+    """The synthetic preference: a 1-3 word answer over a 12-25 word one (or the reverse),
+    words drawn at random from one vocabulary."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = f"Tell me about the {rng.choice(WORDS)} and the {rng.choice(WORDS)}."
+        short = " ".join(rng.choices(WORDS, k=rng.randint(1, 3)))
+        long = " ".join(rng.choices(WORDS, k=rng.randint(12, 25)))
+        chosen, rejected = (short, long) if prefer_short else (long, short)
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "margin": None})
+    return rows
+
+
+def rm_config(tmp_path: Path, *, rows: list[dict[str, Any]] | None = None, output: str = "out",
+              model: Path = TINY_LLAMA, **hyperparameters: Any) -> Any:
+    dataset = tmp_path / "pairs.jsonl"
+    if rows is not None or not dataset.exists():
+        write_jsonl(dataset, rows if rows is not None else short_vs_long_pairs(24, seed=7))
+    values = {"max_steps": 3, "batch_size": 4, "learning_rate": 2e-3, "max_length": 128,
+              "eval_fraction": 0.25, "eval_every": 2}
+    values.update(hyperparameters)
+    from training.algorithms import build_config
+
+    return build_config("reward_model", values, model_path=str(model),
+                        dataset_path=str(dataset), output_dir=str(tmp_path / output),
+                        device="cpu")
+
+
+def ppo_config(tmp_path: Path, *, rewards: list[dict[str, Any]] | None = None,
+               output: str = "out", **hyperparameters: Any) -> Any:
+    """A tiny-llama PPO config: 4 prompts of at most 8 tokens, 2 epochs of 2 minibatches."""
+    from training.algorithms import build_config
+
+    dataset = tmp_path / "rows.jsonl"
+    if not dataset.exists():
+        write_jsonl(dataset, [{"prompt": p} for p in PROMPTS])
+    values = {"max_steps": 3, "prompts_per_step": 4, "minibatches": 2, "ppo_epochs": 2,
+              "max_new_tokens": 8, "learning_rate": 1e-3, "samples_per_step": 8}
+    values.update(hyperparameters)
+    return build_config("ppo", values, model_path=str(TINY_LLAMA), dataset_path=str(dataset),
+                        output_dir=str(tmp_path / output), device="cpu",
+                        rewards=rewards or [{"type": "length", "target": 20, "weight": 1.0}])

@@ -184,8 +184,6 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
     if config.whiten_advantages:
         advantages = whiten(advantages, mask)
     # --- update ---
-    # (under 2 MB and handed back after each update, the heap was 20% faster than fresh pages
-    # for 12% more peak)
     with training_layers(state.policy, state.critic), keep_training_memory():
         metrics |= _update(config, state, rollout, frozen, advantages, returns)
     clock.lap("update")

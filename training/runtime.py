@@ -64,10 +64,10 @@ def use_gradient_checkpointing(model: Any, enabled: bool) -> Any:
 def weights_in_own_memory(model: Any) -> Any:
     """``model`` with its trainable CPU weights copied out of the checkpoint file's mapping.
     transformers maps a safetensors file copy-on-write, so the first optimizer step writes
-    every weight page for the first time: a page fault and a 4 kB copy each, 131,000 for
-    SmolLM2's 538 MB (3-5 s of that step's optimizer on the Xeon of 2026-12-03). One copy
-    now, in memory of the process's own (huge pages from 2 MB up), is a fraction of that.
-    Tied weights stay tied (one parameter, copied once)."""
+    every weight page for the first time: a page fault and a 4 kB copy each (131,000 for
+    SmolLM2). One copy now, in memory of the process's own (huge pages from 2 MB up), costs a
+    fraction of that (docs/performance.md). Tied weights stay tied (one parameter, copied
+    once)."""
     with torch.no_grad():
         for param in model.parameters():
             if param.requires_grad and param.device.type == "cpu":
@@ -164,10 +164,9 @@ def keep_training_memory() -> contextlib.AbstractContextManager[None]:
     """For GRPO's and PPO's updates: the blocks under 8 MB come from the heap, which keeps
     them for the next step's update (and the rollout's, which keeps its own): every step
     allocates the same activations and gradients again, so after the first step they fault
-    in no fresh pages. On 1 x 8 rows of SmolLM2 (``bench/vs_trl.py``'s work, Xeon,
-    2026-12-03, 2 threads, steps 2-4): forward 0.99-1.09 s against 1.5-2.4 s, backward
-    1.8-2.0 s against 2.6-3.0 s, a step 7.9-8.7 s against 10.2-11.5 s, for 3911 MB peak
-    against 3629 MB. :func:`training.engine.run_steps` hands it back at the end of the run."""
+    in no fresh pages: faster forward and backward passes for a few hundred MB more peak
+    (docs/performance.md). :func:`training.loop.run_steps` hands it back at the end of the
+    run."""
     return reuse_freed_memory(KEPT_REUSE_BYTES, keep=True)
 
 
@@ -286,9 +285,8 @@ def add_product_to_grad(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                          onednn: bool) -> None:
     """``weight.grad += a @ b`` in place (the product becomes ``.grad`` the first time, through
     oneDNN with ``onednn``). Adding always goes through BLAS's accumulating product: oneDNN
-    has none, and its fresh product plus the add was slower for every shape of SmolLM2's
-    update on the Zen 4 of 2026-12-05 (LM head, 85-row chunk: 42 ms against 24.5 ms; MLP,
-    116 rows: 1.7 against 1.0 ms)."""
+    has none, and its fresh product plus the add measured slower for every shape of
+    SmolLM2's update."""
     if weight.grad is not None:
         weight.grad.addmm_(a, b)
     elif onednn:
@@ -349,10 +347,9 @@ def onednn_is_faster(in_features: int, out_features: int) -> bool:
     """Whether oneDNN multiplies an fp32 batch by an (out, in) weight clearly faster than
     torch's default BLAS on this machine: timed once per shape and process, best of five
     each, interleaved, on up to 512 rows (a micro-batch's few sequences; fewer for layers so
-    wide that 512 would take long). Which is faster depends on the CPU and the shape: on an
-    AMD Zen 4 (AVX-512) oneDNN was 15-25% faster for whole sequences, MKL taking a slow path;
-    on an AVX2 EPYC MKL was faster for the MLP's layers and oneDNN for attention's square
-    ones and the LM head."""
+    wide that 512 would take long). Which is faster depends on the CPU and the shape (on one
+    AVX-512 CPU oneDNN won every layer; on an AVX2 one MKL won the MLP's), hence a probe
+    rather than a rule."""
     rows = max(16, min(512, PROBE_FLOPS // (2 * in_features * out_features)))
     local = torch.Generator().manual_seed(0)  # the run's own random stream stays untouched
     x = torch.randn(rows, in_features, generator=local)
@@ -375,11 +372,8 @@ def onednn_linears(*models: Any, only_if_faster: bool = True) -> Iterator[None]:
     """While inside, the models' fp32 ``Linear`` layers on the CPU multiply through oneDNN
     rather than torch's default BLAS (MKL), with or without gradient: the same float32
     arithmetic, other kernels. Only the layers whose shape :func:`onednn_is_faster` measured
-    faster on this machine are switched (``only_if_faster=False``: all, for tests). On the
-    AMD Zen 4 that was all of them (one thread): 2-3x faster for the few-row products of a
-    decode step in cache, 15-25% faster for a whole sequence, and for the LM head over 512
-    tokens 1.7x (forward) and 1.3x (backward). Elsewhere (CUDA, bf16, no oneDNN) this does
-    nothing."""
+    faster on this machine are switched (``only_if_faster=False``: all, for tests). Elsewhere
+    (CUDA, bf16, no oneDNN) this does nothing."""
     linears = [m for m in _cpu_fp32_linears(models)
                if not only_if_faster or onednn_is_faster(m.in_features, m.out_features)]
     with _forwards([(m, functools.partial(_linear, m, True)) for m in linears]):
@@ -391,10 +385,9 @@ def training_layers(*models: Any, only_if_faster: bool = True) -> Iterator[None]
     """For passes that train: :func:`onednn_linears`, and every plain ``Linear`` and
     ``Embedding`` whose weight trains (any device and dtype) adds its weight gradient straight
     into ``.grad`` (:class:`_Linear`, :class:`_Embedding`), which the optimizer step then
-    reads and ``zero_grad(set_to_none=True)`` drops as before. On the Xeon of 2026-12-03 (fp32,
-    SmolLM2, 2 threads) that took GRPO's backward from 2.75-2.8 to 2.1-2.2 s on 1 prompt x 8
-    completions and its peak from 3720 to 3570 MB; on the default step (4 x 8, micro-batches of
-    4 rows) from 14.6 to 9.0 s and 3890 to 3640 MB."""
+    reads and ``zero_grad(set_to_none=True)`` drops as before: no fresh tensor per product's
+    weight gradient, no copy per micro-batch (a faster backward and a lower peak:
+    docs/performance.md)."""
     onednn = {id(m) for m in _cpu_fp32_linears(models)
               if not only_if_faster or onednn_is_faster(m.in_features, m.out_features)}
     patches: dict[int, tuple[torch.nn.Module, Any]] = {}
@@ -479,10 +472,9 @@ def adamw(params: Any, *, lr: float, device: torch.device) -> torch.optim.AdamW:
 def _moments_in_flat_buffers(optimizer: torch.optim.AdamW) -> None:
     """AdamW's two moments as views of two flat buffers (per parameter group and dtype), made
     before the first step. AdamW makes them on its first step, two tensors per parameter, most
-    under the 2 MB where huge pages start: for SmolLM2 1 GB faulted in 4 kB at a time, about
-    105,000 page faults in the first step's optimizer on the Xeon of 2026-12-03 (1.8 s of it,
-    with the weights already out of their file: :func:`weights_in_own_memory`); two large
-    buffers are backed by huge pages. Same zeros, same kernel, same update. A
+    under the 2 MB where huge pages start: for SmolLM2 1 GB faulted in 4 kB at a time (about
+    105,000 page faults in the first step's optimizer); two large buffers are backed by huge
+    pages. Same zeros, same kernel, same update. A
     checkpoint saves each view on its own (:func:`training.checkpoints._flatten_optimizer`
     copies it out), and a restored state replaces the views."""
     from torch.optim.optimizer import _get_scalar_dtype

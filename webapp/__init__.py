@@ -1,4 +1,2 @@
-"""The Django project. Loads the Celery app so ``@shared_task`` binds to it."""
-from webapp.celery import app as celery_app
-
-__all__ = ("celery_app",)
+"""The Django project: pages, the JSON API, and the services behind both. It hands work to
+the Celery workers by task name (:mod:`webapp.queueing`) and never imports ``workers``."""

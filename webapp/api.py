@@ -1,4 +1,5 @@
-"""The JSON API (API.md): one NinjaAPI, token or session auth, one error shape."""
+"""The JSON API (described at /api/openapi.json): one NinjaAPI, token or session auth, one error
+shape."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
-"""The life cycle runs and labeling batches share: claim, heartbeat, current attempt, reap.
+"""The life cycle runs and labeling batches share: enqueue, claim, heartbeat, current attempt,
+stale attempts, reap.
 
 A job row moves from a claimable status (queued, or crashed / resuming after a lost or
 stopped attempt) to its running status by one conditional UPDATE that also bumps ``attempt``;
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class JobKind:
-    """How one kind of job is stored: its model and the statuses of its life cycle."""
+    """How one kind of job is stored and run: its model, the statuses of its life cycle, and
+    the name of the worker task that runs it."""
 
     name: str
     model: type[models.Model]
@@ -40,6 +42,24 @@ class JobKind:
     claimable: tuple[str, ...]
     crashed: str
     failed: str
+    task: str
+
+
+class StaleAttempt(Exception):
+    """The job moved on (cancelled, finished, reaped or re-attempted); this attempt must
+    stop."""
+
+
+def job_enqueue(kind: JobKind, pk: int) -> None:
+    """Send the job's task (by name) and remember its id, to drop it when the job is
+    cancelled first; when the broker cannot be reached the job fails, saying why."""
+    from webapp.queueing import enqueue
+
+    task_id = enqueue(kind.task, pk, on_failure=lambda error: kind.model.objects.filter(
+        pk=pk, status__in=kind.claimable).update(status=kind.failed,
+                                                 finished_at=timezone.now(), error=error))
+    if task_id:
+        kind.model.objects.filter(pk=pk, status__in=kind.claimable).update(task_id=task_id)
 
 
 def job_claim(kind: JobKind, pk: int, *, worker: str, task_id: str = "") -> int | None:
@@ -72,10 +92,10 @@ def stop_task(task_id: str) -> None:
     Best effort: a worker that is gone has nothing to stop."""
     if not task_id:
         return
-    from webapp.celery import app
+    from webapp.queueing import producer
 
     try:
-        app.control.revoke(task_id, terminate=True, signal="SIGKILL")
+        producer().control.revoke(task_id, terminate=True, signal="SIGKILL")
     except Exception:  # the broker is down: the task's heartbeat check will catch it later
         log.exception("could not revoke task %s", task_id)
 
@@ -84,10 +104,10 @@ def drop_task(task_id: str) -> None:
     """Tell the workers to discard a queued task unrun (a cancelled job)."""
     if not task_id:
         return
-    from webapp.celery import app
+    from webapp.queueing import producer
 
     try:
-        app.control.revoke(task_id)
+        producer().control.revoke(task_id)
     except Exception:
         log.exception("could not revoke task %s", task_id)
 

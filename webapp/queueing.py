@@ -1,24 +1,42 @@
-"""Handing work to the Celery workers, and asking the broker what it still holds."""
+"""Handing work to the Celery workers, and asking the broker what it still holds.
+
+The web process sends tasks *by name* through a producer app of its own (the same broker
+settings as the workers'), so it never imports the workers' code, the engine or torch."""
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from functools import cache
 
+from celery import Celery
 from django.conf import settings
 
 log = logging.getLogger(__name__)
 
+# The tasks the workers define (workers/tasks.py), by name.
+TRAIN_RUN_TASK = "workers.tasks.train_run_task"
+GENERATE_BATCH_TASK = "workers.tasks.generate_batch_task"
 
-def enqueue(task: Any, object_id: int, *, on_failure: Callable[[str], object]) -> str | None:
-    """Send ``task(object_id)`` and return the task's id; when the broker cannot be reached,
-    ``on_failure`` records the reason on the object, so nothing sits 'queued' forever without
-    saying why."""
+
+@cache
+def producer() -> Celery:
+    """A Celery app that sends tasks and controls workers, configured as theirs is."""
+    app = Celery("rlhf", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    return app
+
+
+def enqueue(task_name: str, object_id: int, *, on_failure: Callable[[str], object]
+            ) -> str | None:
+    """Send ``task_name(object_id)`` and return the task's id; when the broker cannot be
+    reached, ``on_failure`` records the reason on the object, so nothing sits 'queued' forever
+    without saying why."""
     try:  # the queue is read now, not when the app was configured: tests route per test
-        return str(task.apply_async((object_id,), queue=settings.TRAINING_QUEUE).id)
+        return str(producer().send_task(task_name, (object_id,),
+                                        queue=settings.TRAINING_QUEUE).id)
     except Exception as exc:
-        log.exception("could not enqueue %s(%s)", getattr(task, "name", task), object_id)
+        log.exception("could not enqueue %s(%s)", task_name, object_id)
         on_failure(f"Could not reach the task queue: {exc}. Is Redis running?")
         return None
 
@@ -37,8 +55,7 @@ def queued_task_ids(queue: str | None = None) -> set[str] | None:
     """Ids of the tasks waiting in ``queue`` (default the training queue) or held by a worker
     that has not started them; None when the broker cannot tell (unreachable, not Redis, or
     too many messages to read), so callers never act on a guess."""
-    from webapp.celery import app
-
+    app = producer()
     queue = queue or settings.TRAINING_QUEUE
     keys = [queue if p == 0 else f"{queue}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS]
     try:

@@ -1,4 +1,4 @@
-"""``/api/datasets``: upload (multipart), list, detail (API.md "Datasets")."""
+"""``/api/datasets``: upload (multipart), list, detail."""
 from __future__ import annotations
 
 import json

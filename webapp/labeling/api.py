@@ -1,5 +1,5 @@
 """``/api/labeling``: ranking batches, the next item, rankings, skips, undo, export and
-datasets (API.md "Labeling").
+datasets.
 
 Who may do what: a batch's owner does everything; when the batch is shared, every signed-in
 user may see it, rank, skip and undo their own rankings; exporting and making datasets stay

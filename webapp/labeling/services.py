@@ -38,15 +38,14 @@ from webapp.labeling.models import (
     Skip,
 )
 from webapp.limits import batch_caps_check
-from webapp.queueing import enqueue
+from webapp.queueing import GENERATE_BATCH_TASK
 from webapp.runs.registry import model_resolve
 from webapp.text import clean_name
 
 DEFAULT_K = 4
 
 
-class StaleAttempt(Exception):
-    """The batch moved on (finished, failed or re-claimed); this attempt must stop."""
+StaleAttempt = jobs.StaleAttempt
 
 
 # --- creating a batch ---
@@ -138,20 +137,15 @@ def batch_create(*, owner: AbstractBaseUser, name: str, dataset_id: Any, model: 
 
 
 def _enqueue(batch_id: int) -> None:
-    from workers.tasks import generate_batch_task  # the worker side imports training lazily
-
-    task_id = enqueue(generate_batch_task, batch_id, on_failure=lambda error: Batch.objects.filter(
-        pk=batch_id, status__in=CLAIMABLE_STATUSES).update(
-            status=BatchStatus.FAILED, finished_at=timezone.now(), error=error))
-    if task_id:
-        Batch.objects.filter(pk=batch_id, status__in=CLAIMABLE_STATUSES).update(task_id=task_id)
+    jobs.job_enqueue(BATCH_JOB, batch_id)
 
 
 # --- writes from the worker (each names its attempt) ---
 
 BATCH_JOB = jobs.JobKind(name="batch", model=Batch, running=str(BatchStatus.GENERATING),
                          claimable=tuple(str(s) for s in CLAIMABLE_STATUSES),
-                         crashed=str(BatchStatus.CRASHED), failed=str(BatchStatus.FAILED))
+                         crashed=str(BatchStatus.CRASHED), failed=str(BatchStatus.FAILED),
+                         task=GENERATE_BATCH_TASK)
 
 
 def batch_claim(*, batch_id: int, worker: str, task_id: str = "") -> int | None:

@@ -1,4 +1,4 @@
-"""JSON API for models, runs, metrics, samples and checkpoints (API.md)."""
+"""JSON API for models, runs, metrics, samples and checkpoints."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -268,7 +268,7 @@ def list_runs(request: HttpRequest, query: Query[RunListQuery]):
 @router.get("/runs/compare", response=CompareOut)
 def compare_runs(request: HttpRequest, query: Query[CompareQuery]):
     """Settings, diff, summary and metric series of several runs, each series downsampled
-    to at most ``points`` points by min/max buckets (see API.md "Compare")."""
+    to at most ``points`` points by min/max buckets (:mod:`webapp.runs.series`)."""
     ids = compare.ids_to_compare(user=request.user, ids=query.ids, tag=query.tag)
     keys = _parse_keys(query.keys)
     _check_points(query.points)

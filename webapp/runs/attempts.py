@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp import jobs
+from webapp.queueing import TRAIN_RUN_TASK
 from webapp.runs import events, series
 from webapp.runs.models import (
     CLAIMABLE_STATUSES,
@@ -30,13 +31,23 @@ from webapp.runs.summaries import summary_refresh, summary_update_for_step
 
 RUN_JOB = jobs.JobKind(name="run", model=Run, running=str(RunStatus.RUNNING),
                        claimable=tuple(str(s) for s in CLAIMABLE_STATUSES),
-                       crashed=str(RunStatus.CRASHED), failed=str(RunStatus.FAILED))
+                       crashed=str(RunStatus.CRASHED), failed=str(RunStatus.FAILED),
+                       task=TRAIN_RUN_TASK)
 FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+StaleAttempt = jobs.StaleAttempt
 
 
-class StaleAttempt(Exception):
-    """The run moved on (cancelled, finished, reaped or re-attempted); this attempt must
-    stop."""
+def run_enqueue(run_id: int, *, fresh: bool = True) -> None:
+    """Queue a training task for the run. A fresh run starts with an empty event stream; a
+    requeued one (crashed or interrupted: it resumes from its checkpoint) keeps its stream
+    for the viewers it already has."""
+    if fresh:
+        events.reset(run_id)  # before the worker can write to it
+    jobs.job_enqueue(RUN_JOB, run_id)
+
+
+def requeue(run_id: int) -> None:
+    run_enqueue(run_id, fresh=False)
 
 
 def _current(run_id: int, attempt: int) -> Any:
@@ -176,8 +187,6 @@ def run_finish(*, run_id: int, attempt: int, status: str, error: str = "",
 def run_interrupted(*, run_id: int, attempt: int) -> bool:
     """The attempt stopped because its worker is shutting down, after writing a checkpoint:
     the run goes back to the queue (``resuming``) for the next worker."""
-    from webapp.runs.services import requeue
-
     with transaction.atomic():
         done = _current(run_id, attempt).update(status=RunStatus.RESUMING,
                                                 interrupt_requested=False)
@@ -197,8 +206,6 @@ def runs_interrupt_worker(*, worker: str) -> int:
 
 
 def _on_reaped(run: Run, requeued: bool) -> None:
-    from webapp.runs.services import requeue
-
     _end_attempt(run.pk, run.attempt, str(AttemptOutcome.CRASHED))
     if requeued:
         transaction.on_commit(lambda: requeue(run.pk))
@@ -218,6 +225,4 @@ def runs_reap(**kwargs: Any) -> list[jobs.Reaped]:
 def runs_resend_lost(**kwargs: Any) -> list[int]:
     """Runs waiting for a worker whose task the broker lost: queued again
     (:func:`webapp.jobs.jobs_resend_lost`)."""
-    from webapp.runs.services import requeue
-
     return jobs.jobs_resend_lost(RUN_JOB, resend=requeue, **kwargs)

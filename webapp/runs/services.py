@@ -23,8 +23,8 @@ from webapp.datasets.selectors import dataset_get_for_user
 from webapp.errors import Invalid, WrongState
 from webapp.jobs import drop_task
 from webapp.limits import run_caps_check
-from webapp.queueing import enqueue
 from webapp.runs import events
+from webapp.runs.attempts import run_enqueue
 from webapp.runs.models import CLAIMABLE_STATUSES, Run, RunStatus, RunTag
 from webapp.runs.registry import model_resolve
 from webapp.runs.tags import clean_notes, clean_tags
@@ -90,23 +90,8 @@ def run_create(*, owner: AbstractBaseUser, name: str, algorithm: str, dataset_id
             max_steps=spec.config(**clean_hp).planned_steps(dataset.rows), notes=notes,
             parent_checkpoint_id=entry.checkpoint_id)
         RunTag.objects.bulk_create(RunTag(run=run, name=tag) for tag in tags)
-        transaction.on_commit(lambda: _enqueue(run.pk))
+        transaction.on_commit(lambda: run_enqueue(run.pk))
     return run
-
-
-def _enqueue(run_id: int, *, fresh: bool = True) -> None:
-    """Queue a training task for the run and remember its id (to drop it when the run is
-    cancelled first). A fresh run starts with an empty event stream; a requeued one keeps
-    its stream for the viewers it already has."""
-    from workers.tasks import train_run_task  # the worker side imports training lazily
-
-    if fresh:
-        events.reset(run_id)  # before the worker can write to it
-    task_id = enqueue(train_run_task, run_id, on_failure=lambda error: Run.objects.filter(
-        pk=run_id, status__in=CLAIMABLE_STATUSES).update(
-            status=RunStatus.FAILED, finished_at=timezone.now(), error=error))
-    if task_id:
-        Run.objects.filter(pk=run_id, status__in=CLAIMABLE_STATUSES).update(task_id=task_id)
 
 
 def run_update(*, run: Run, tags: Any = None, notes: Any = None) -> Run:
@@ -138,7 +123,3 @@ def run_cancel(*, run: Run) -> Run:
     run.refresh_from_db()
     return run
 
-
-def requeue(run_id: int) -> None:
-    """Queue a new attempt of a crashed or interrupted run (it resumes from its checkpoint)."""
-    _enqueue(run_id, fresh=False)

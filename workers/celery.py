@@ -1,5 +1,6 @@
-"""The Celery application object, configured from Django settings (``CELERY_*``), and the
-worker child's preload of the training engine."""
+"""The workers' Celery application (``celery -A workers worker``), configured from Django
+settings (``CELERY_*``), its tasks, and the worker child's preload of the training engine.
+The web process never imports this: it sends tasks by name (:mod:`webapp.queueing`)."""
 from __future__ import annotations
 
 import importlib
@@ -24,7 +25,6 @@ app.autodiscover_tasks(["workers"])
 # longer wait. (Not on a thread: transformers' lazy imports race with a task's own.)
 app.conf.worker_proc_alive_timeout = 120
 BASE_MODULES = (
-    "training",  # first: it sets what torch reads at its first allocation (huge pages)
     "torch",
     "transformers",
     "transformers.models.llama.modeling_llama",
@@ -41,6 +41,9 @@ def engine_modules() -> list[str]:
 
 @worker_process_init.connect
 def preload_engine(**_: object) -> None:
+    from training.process import prefer_huge_pages
+
+    prefer_huge_pages()  # before torch's first allocation
     if os.environ.get("RLHF_WORKER_PRELOAD", "1") == "0":  # bench/first_step.py compares
         return
     for name in engine_modules():
