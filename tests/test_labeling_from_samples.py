@@ -96,3 +96,15 @@ def test_bad_sample_lists_are_422_naming_the_entry_and_store_nothing(
     assert not Batch.objects.exists() and not Item.objects.exists()
     if samples == "FOREIGN":
         assert str(theirs.pk) not in response.json()["detail"]
+
+
+@pytest.mark.parametrize("name", [["a", None], {"x": 1}, 7, "bad\u202ename", "   "])
+def test_a_name_that_is_not_a_name_is_a_422_not_a_server_error(api, two_runs, name):
+    """schemathesis found ``{"name": [null, null]}`` answered with a 500."""
+    a, b = two_runs
+    response = api.post("/api/labeling/batches/from-samples", {
+        "name": name, "samples": _refs((a.pk, 2, 0), (b.pk, 2, 0))},
+        content_type="application/json")
+    assert response.status_code == 422, response.content
+    assert "name" in response.json()["fields"]
+    assert not Batch.objects.exists()

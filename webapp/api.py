@@ -50,11 +50,51 @@ class StrictParser(Parser):
         return strictjson.loads(request.body, max_depth=settings.JSON_MAX_DEPTH)
 
 
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "a code: invalid, not_found, ..."},
+        "detail": {"type": "string", "description": "a sentence a person can act on"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "the fields to change, each with what is wrong"},
+        "rows": {"type": "array", "items": {"type": "integer"},
+                 "description": "the rows of an upload that are wrong"},
+    }}
+# What each kind of operation can answer besides its success, all in the error shape above.
+ERRORS = {400: "Malformed request", 401: "No token, or a bad one",
+          404: "Missing, or not yours", 409: "The object is in the wrong state for this",
+          413: "The body is too large", 415: "Unsupported upload type",
+          422: "Valid JSON but invalid values (fields names them)"}
+
+
+class WorkbenchAPI(NinjaAPI):
+    """The API whose OpenAPI document lists every error status an operation can answer, each
+    with the error schema, so a client generated from it handles them."""
+
+    def get_openapi_schema(self, *, path_prefix: str | None = None,
+                           path_params: dict[str, Any] | None = None) -> Any:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        for operations in schema["paths"].values():
+            for method, operation in operations.items():
+                statuses = {401, 404, 422}  # auth, path ids and query values
+                if "requestBody" in operation:
+                    statuses |= {400, 413, 415}
+                if method in ("post", "patch", "put", "delete"):
+                    statuses.add(409)
+                responses = operation.setdefault("responses", {})
+                for status in sorted(statuses):
+                    responses.setdefault(str(status), {
+                        "description": ERRORS[status], "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Error"}}}})
+        return schema
+
+
 # /api/docs: Swagger UI from django-ninja's static files ("ninja" in INSTALLED_APPS), and no
 # badge from the online spec validator, so the page asks nothing of another host.
-api = NinjaAPI(title="RLHF workbench API", version="1", auth=[BearerAuth(), BrowserSessionAuth()],
-               urls_namespace="api", parser=StrictParser(),
-               docs=Swagger(settings={"validatorUrl": None}))
+api = WorkbenchAPI(title="RLHF workbench API", version="1",
+                   auth=[BearerAuth(), BrowserSessionAuth()], urls_namespace="api",
+                   parser=StrictParser(), docs=Swagger(settings={"validatorUrl": None}))
 
 
 def _error(request: HttpRequest, status: int, error: str, detail: str,
@@ -108,6 +148,7 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     for err in exc.errors:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query", "form")
                and not _UNION_TAG.fullmatch(str(p))]
+        loc = [p for i, p in enumerate(loc) if i == 0 or p != loc[i - 1]]  # file.file: file
         name = ".".join(loc) or "body"
         if err.get("type") == "extra_forbidden":
             unknown.append(name)

@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import File, Form, Query, Router, Schema
 from ninja.files import UploadedFile
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from training.preferences import rows_as_pairs
 from webapp.datasets import selectors, services
-from webapp.datasets.models import Dataset
+from webapp.datasets.models import Dataset, DatasetKind
 from webapp.errors import Invalid
-from webapp.schemas import LIMIT_ACCEPTED_MAX, OFFSET_MAX
+from webapp.schemas import LIMIT_ACCEPTED_MAX, NAME_SCHEMA, OFFSET_MAX
 
 router = Router(tags=["datasets"])
 
@@ -43,12 +43,17 @@ class Paging(Schema):
     offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
+KIND_SCHEMA = {"type": "string", "enum": list(DatasetKind.values)}
+
+
 # Each collection route answers with and without the trailing slash; the slashed twin stays
 # out of the OpenAPI document.
 @router.post("", response={201: DatasetOut}, summary="Upload a dataset")
 @router.post("/", response={201: DatasetOut}, include_in_schema=False)
-def create_dataset(request: HttpRequest, file: UploadedFile | None = File(None),
-                   name: str = Form(""), kind: str = Form("")) -> tuple[int, Dataset]:
+def create_dataset(request: HttpRequest, file: UploadedFile = File(...),
+                   name: Annotated[str, WithJsonSchema(NAME_SCHEMA)] = Form(...),
+                   kind: Annotated[str, WithJsonSchema(KIND_SCHEMA)] = Form(...)
+                   ) -> tuple[int, Dataset]:
     """Multipart ``file`` (JSONL, CSV or Parquet, optionally gzipped), ``name`` and ``kind``
     (``prompts | preferences | rankings``). Errors name the offending rows."""
     dataset = services.dataset_create(owner=request.user, name=name, kind=kind, upload=file)

@@ -10,19 +10,38 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
-from pydantic import StrictBool, StrictInt
+from pydantic import StrictBool, StrictInt, WithJsonSchema
 
 from webapp.datasets.api import DatasetOut
 from webapp.errors import Invalid, WrongState
 from webapp.labeling import selectors, services
 from webapp.labeling.from_samples import batch_create_from_samples
-from webapp.labeling.models import Batch
-from webapp.schemas import LIMIT_ACCEPTED_MAX, OFFSET_MAX, StrictIn
+from webapp.labeling.models import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    K_MAX,
+    K_MIN,
+    MAX_NEW_TOKENS_CAP,
+    MAX_PROMPTS_CAP,
+    Batch,
+)
+from webapp.labeling.services import DEFAULT_K
+from webapp.schemas import (
+    DATASET_ID_SCHEMA,
+    LIMIT_ACCEPTED_MAX,
+    NAME_SCHEMA,
+    OFFSET_MAX,
+    StrictIn,
+    documented,
+    requires,
+)
 
 router = Router(tags=["labeling"])
 
@@ -31,17 +50,25 @@ EXPORT_FORMATS = ("pairs", "rankings")
 
 
 class BatchIn(StrictIn):
-    name: str = ""
-    dataset: StrictInt | str | None = None  # not true, nor 1.0: both would read as dataset 1
-    model: str = ""
+    model_config = requires("name", "dataset", "model")
+
+    name: Any = documented(**NAME_SCHEMA)
+    # not true, nor 1.0: both would read as dataset 1
+    dataset: Annotated[StrictInt | str | None, WithJsonSchema(DATASET_ID_SCHEMA)] = None
+    model: Any = documented(type="string", minLength=1, maxLength=200,
+                            description="a policy's model id (GET /api/models)")
     # Numbers arrive as sent and are checked by the service, so errors read the same
     # from the API and the page.
-    responses_per_prompt: Any = None
-    temperature: Any = None
-    top_p: Any = None
-    max_new_tokens: Any = None
-    max_prompts: Any = None
-    seed: Any = None
+    responses_per_prompt: Any = documented(type="integer", minimum=K_MIN, maximum=K_MAX,
+                                           default=DEFAULT_K)
+    temperature: Any = documented(type="number", exclusiveMinimum=0, maximum=2,
+                                  default=DEFAULT_TEMPERATURE)
+    top_p: Any = documented(type="number", exclusiveMinimum=0, maximum=1, default=DEFAULT_TOP_P)
+    max_new_tokens: Any = documented(type="integer", minimum=1,
+                                     maximum=min(MAX_NEW_TOKENS_CAP, settings.MAX_NEW_TOKENS),
+                                     default=DEFAULT_MAX_NEW_TOKENS)
+    max_prompts: Any = documented(type=["integer", "null"], minimum=1, maximum=MAX_PROMPTS_CAP)
+    seed: Any = documented(type="integer", minimum=0, maximum=2**31 - 1, default=0)
     shared: StrictBool = False
 
 
@@ -52,10 +79,14 @@ class SampleRefIn(Schema):
 
 
 class FromSamplesIn(StrictIn):
-    name: str = ""
-    shared: Any = False
+    model_config = requires("name", "samples")
+
+    name: Any = documented(**NAME_SCHEMA)
+    shared: Any = documented(type="boolean", default=False)
     # Checked by the service, so a bad entry is a 422 naming it (samples[3]).
-    samples: Any = Field(None, json_schema_extra={"items": SampleRefIn.json_schema()})
+    samples: Any = documented(type="array", minItems=2, items=SampleRefIn.json_schema(),
+                              description="completions of your runs' samples, at least two "
+                                          "of each prompt")
 
 
 class AnnotatorOut(Schema):
@@ -137,7 +168,11 @@ class UndoneOut(ItemOut):
 
 
 class RankingIn(StrictIn):
-    ranking: Any = None
+    model_config = requires("ranking")
+
+    ranking: Any = documented(type="array", minItems=1, items={
+        "type": "array", "minItems": 1, "items": {"type": "integer"}},
+        description="the item's response ids, best first; ids in one inner list tie")
 
 
 class RankingOut(Schema):
@@ -149,8 +184,8 @@ class RankingOut(Schema):
     created_at: datetime
 
 
-class DatasetFromBatchIn(Schema):
-    name: str = ""
+class DatasetFromBatchIn(StrictIn):
+    name: Any = documented(**NAME_SCHEMA, description="default: the batch's name")
 
 
 class DatasetFromBatchOut(DatasetOut):

@@ -16,6 +16,7 @@ from django.utils import timezone
 from webapp.errors import Invalid
 from webapp.labeling.models import K_MAX, K_MIN, Batch, BatchOrigin, BatchStatus, Item, Response
 from webapp.runs.models import Sample
+from webapp.text import clean_name
 
 MAX_SAMPLES = 2000
 _REF_FIELDS = ("run", "step", "index")
@@ -87,10 +88,7 @@ def _group(samples: Sequence[Sample]) -> list[list[tuple[int, Sample]]]:
 def batch_create_from_samples(*, owner: AbstractBaseUser, name: str, shared: Any,
                               samples: Any) -> Batch:
     """A ready-to-rank batch with one item per prompt of the picked completions."""
-    name = (name or "").strip()
-    if not name or len(name) > 200:
-        raise Invalid("Give the batch a name of 1 to 200 characters.",
-                      fields={"name": "required"})
+    name = clean_name(name or "", what="the batch")
     if not isinstance(shared, bool):
         raise Invalid("'shared' must be true or false.", fields={"shared": "true or false"})
     groups = _group(_load(owner, _references(samples)))

@@ -207,8 +207,12 @@ def batch_finish(*, batch_id: int, attempt: int, status: str, error: str = "") -
 # --- rankings ---
 
 def _as_id(value: Any) -> int | None:
+    """An id in a JSON list: a whole number (2.0 is 2, as JSON Schema counts integers),
+    or its digits as text."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value.strip().isdigit():

@@ -5,25 +5,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
-from ninja import Router, Schema
-from pydantic import StrictBool, StrictInt
+from ninja import Field, Router, Schema
+from pydantic import StrictBool, StrictFloat, StrictInt
 
 from webapp.labeling.api import BatchDetailOut, batch_detail_out
+from webapp.labeling.models import K_MAX, K_MIN, MAX_NEW_TOKENS_CAP
 from webapp.playground import selectors, services
 from webapp.playground.selectors import Session
-from webapp.schemas import StrictIn
+from webapp.playground.services import DEFAULT_MAX_NEW_TOKENS, PROMPT_MAX_CHARS
+from webapp.schemas import NAME_SCHEMA, StrictIn, documented, requires
 
 router = Router(tags=["playground"])
 
 
 class PlaygroundIn(StrictIn):
-    model: str = ""
-    prompt: Any = None
+    model_config = requires("model", "prompt")
+
+    model: Any = documented(type="string", minLength=1, maxLength=200,
+                            description="a policy's model id (GET /api/models)")
+    prompt: Any = documented(type="string", minLength=1, maxLength=PROMPT_MAX_CHARS,
+                             pattern=r"\S")
     # checked by the service, so errors read the same from the API and the page
-    responses_per_prompt: Any = None
-    max_new_tokens: Any = None
-    temperature: Any = None
+    responses_per_prompt: Any = documented(type="integer", minimum=K_MIN, maximum=K_MAX,
+                                           default=4)
+    max_new_tokens: Any = documented(type="integer", minimum=1, maximum=min(
+        MAX_NEW_TOKENS_CAP, settings.MAX_NEW_TOKENS), default=DEFAULT_MAX_NEW_TOKENS)
+    temperature: Any = documented(type="number", exclusiveMinimum=0, maximum=2)
 
 
 class CompletionOut(Schema):
@@ -49,9 +58,15 @@ class SessionOut(Schema):
 
 
 class ToBatchIn(StrictIn):
-    name: str = ""
+    model_config = requires("completions")
+
+    name: Any = documented(**NAME_SCHEMA)
     shared: StrictBool = False
-    completions: list[StrictInt] = []
+    # whole numbers as JSON Schema counts them (2.0 is 2); checked against the session's ids
+    completions: list[StrictInt | StrictFloat] = Field([], json_schema_extra={
+        "minItems": K_MIN, "maxItems": K_MAX, "uniqueItems": True,
+        "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "description": "completion ids of this session, from either model"})
 
 
 def session_out(session: Session) -> dict[str, Any]:

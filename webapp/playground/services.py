@@ -84,7 +84,8 @@ def playground_to_batch(*, owner: AbstractBaseUser, session: Session, response_i
     name = clean_name(name or "", what="the batch")
     by_id = {r.pk: (c.batch, r) for c in session.columns for r in c.responses}
     try:
-        picked = [int(x) for x in response_ids or []]
+        picked = [int(x) for x in response_ids or []
+                  if not isinstance(x, float) or x.is_integer()]
     except (TypeError, ValueError):
         picked = []
     picked = list(dict.fromkeys(p for p in picked if p in by_id))

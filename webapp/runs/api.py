@@ -2,23 +2,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
-from pydantic import StrictInt
+from pydantic import StrictInt, WithJsonSchema
 
 from training.algorithms import algorithms, get_algorithm
-from training.reward_types import reward_types
+from training.reward_types import MAX_REWARD_SOURCES, TEXT_MAX_CHARS, WEIGHT_MAX, reward_types
 from webapp.errors import Invalid
 from webapp.runs import compare, deletion, export, selectors, services
 from webapp.runs.checkpoints import checkpoint_disk_usage
-from webapp.runs.models import Checkpoint, Run
+from webapp.runs.models import Checkpoint, Run, RunStatus
 from webapp.runs.registry import model_list
+from webapp.runs.selectors import QUERY_MAX, RUN_ORDERINGS
 from webapp.runs.series import POINTS_MAX, POINTS_MIN, X_KEYS, series_downsampled
 from webapp.runs.summaries import summary_of
-from webapp.schemas import OFFSET_MAX, StrictIn
+from webapp.runs.tags import NOTES_MAX_CHARS, TAG_MAX_CHARS, TAGS_MAX
+from webapp.schemas import (
+    DATASET_ID_SCHEMA,
+    NAME_SCHEMA,
+    OFFSET_MAX,
+    StrictIn,
+    documented,
+    requires,
+)
 from webapp.waiting import queue_place
 
 STEP_MAX = 10**9  # ?after= and ?step= beyond any run, within what the database compares
@@ -38,20 +47,84 @@ class ModelOut(Schema):
                                "started from (follow parents for the whole lineage)")
 
 
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def hyperparameters_schema() -> dict[str, Any]:
+    """Each algorithm's hyperparameters with their bounds, choices and defaults, as the
+    algorithms declare them (GET /api/hyperparameters/{algorithm} has the same)."""
+    variants = []
+    for spec in algorithms():
+        properties: dict[str, Any] = {}
+        for f in spec.config.hyperparameter_fields():
+            meta = f.metadata
+            kind = _JSON_TYPES[type(f.default) if f.default is not None else float]
+            prop: dict[str, Any] = {"type": [kind, "null"] if meta["nullable"] else kind,
+                                    "description": meta["help"], "default": f.default}
+            if meta["choices"]:
+                prop["enum"] = list(meta["choices"])
+            if meta["lo"] is not None:
+                prop["minimum"] = meta["lo"]
+            if meta["hi"] is not None:
+                prop["maximum"] = meta["hi"]
+            properties[f.name] = prop
+        variants.append({"title": f"{spec.id} hyperparameters", "type": "object",
+                         "properties": properties, "additionalProperties": False})
+    return {"anyOf": variants, "description": "the algorithm's hyperparameters; each left "
+                                              "out takes its default"}
+
+
+def rewards_schema() -> dict[str, Any]:
+    """The reward sources, one shape per declared reward type."""
+    kinds = {"int": "integer", "float": "number"}
+    variants = []
+    for kind in reward_types():
+        properties: dict[str, Any] = {"type": {"const": kind.id},
+                                      "weight": {"type": "number", "minimum": -WEIGHT_MAX,
+                                                 "maximum": WEIGHT_MAX, "default": 1.0}}
+        for arg in kind.args:
+            prop: dict[str, Any] = {"type": kinds.get(arg.kind, "string"),
+                                    "description": arg.help}
+            prop |= {k: v for k, v in (("minimum", arg.lo), ("maximum", arg.hi),
+                                       ("default", arg.default)) if v is not None}
+            if prop["type"] == "string":
+                prop |= {"minLength": 1, "maxLength": TEXT_MAX_CHARS}
+            properties[arg.name] = prop
+        variants.append({"title": kind.title, "type": "object", "properties": properties,
+                         "required": ["type", *(a.name for a in kind.args if a.required)],
+                         "additionalProperties": False})
+    return {"type": "array", "minItems": 1, "maxItems": MAX_REWARD_SOURCES,
+            "items": {"anyOf": variants},
+            "description": "reward sources, summed with their weights (not for algorithms "
+                           "that take none, such as reward_model)"}
+
+
+TAGS_SCHEMA = {"type": "array", "maxItems": TAGS_MAX, "items": {
+    "type": "string", "minLength": 1, "maxLength": TAG_MAX_CHARS,
+    "pattern": r"^ *[\w.:;!?'()@#%&*+=/-][\w .:;!?'()@#%&*+=/-]*$"}}
+NOTES_SCHEMA = {"type": "string", "maxLength": NOTES_MAX_CHARS}
+
+
 class RunIn(StrictIn):
-    name: str = ""
-    algorithm: str = "grpo"
-    dataset: StrictInt | str | None = None  # not true, nor 1.0: both would read as dataset 1
-    base_model: str = ""
-    rewards: Any = None
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    tags: Any = Field(None, description="texts of at most 40 characters, no commas; at most 16")
-    notes: Any = Field(None, description="free text, at most 20000 characters")
+    model_config = requires("name", "dataset", "base_model")
+
+    name: Any = documented(**NAME_SCHEMA)
+    algorithm: str = Field("grpo", json_schema_extra={"enum": [s.id for s in algorithms()]})
+    # not true, nor 1.0: both would read as dataset 1
+    dataset: Annotated[StrictInt | str | None, WithJsonSchema(DATASET_ID_SCHEMA)] = None
+    base_model: Any = documented(type="string", minLength=1, maxLength=200,
+                                 description="a model id from GET /api/models")
+    rewards: Any = documented(**rewards_schema())
+    hyperparameters: Any = documented(**hyperparameters_schema())
+    tags: Any = documented(**TAGS_SCHEMA, description="texts without commas")
+    notes: Any = documented(**NOTES_SCHEMA)
 
 
 class RunPatchIn(StrictIn):
-    tags: Any = Field(None, description="replaces the run's tags")
-    notes: Any = Field(None, description="replaces the run's notes")
+    model_config = requires(minProperties=1)
+
+    tags: Any = documented(**TAGS_SCHEMA, description="replaces the run's tags")
+    notes: Any = documented(**NOTES_SCHEMA, description="replaces the run's notes")
 
 
 class QueueOut(Schema):
@@ -143,25 +216,32 @@ def run_out(run: Run) -> dict[str, Any]:
 
 
 class RunListQuery(Paging):
-    algorithm: str | None = None
-    status: str | None = None
-    dataset: str | None = None
-    base_model: str | None = None
-    q: str | None = None
-    tag: str | None = None
-    ordering: str | None = Field(None, description="created_at, name, reward_final, "
-                                 "reward_best, wall_s, ... ('-' for descending)")
+    algorithm: str | None = Field(None, json_schema_extra={
+        "enum": [s.id for s in algorithms()]})
+    status: str | None = Field(None, json_schema_extra={"enum": list(RunStatus.values)})
+    dataset: str | None = Field(None, json_schema_extra={"pattern": r"^([0-9]{1,18})?$"})
+    base_model: str | None = Field(None, max_length=QUERY_MAX)
+    q: str | None = Field(None, max_length=QUERY_MAX, description="text in the name")
+    tag: str | None = Field(None, max_length=QUERY_MAX)
+    ordering: str | None = Field(None, description="a column, '-' first for descending",
+                                 json_schema_extra={"enum": [
+                                     *RUN_ORDERINGS, *(f"-{o}" for o in RUN_ORDERINGS)]})
+
+
+MAX_MORE = compare.COMPARE_MAX_RUNS - 1  # ids after the first
 
 
 class CompareQuery(Schema):
     ids: str = Field("", description="run ids, comma-separated (at most "
-                     f"{compare.COMPARE_MAX_RUNS})")
-    tag: str | None = Field(None, description="instead of ids: your newest runs with this tag")
+                     f"{compare.COMPARE_MAX_RUNS}); or give tag", json_schema_extra={
+                         "pattern": f"^([0-9]{{1,18}}(,[0-9]{{1,18}}){{0,{MAX_MORE}}})?$"})
+    tag: str | None = Field(None, max_length=QUERY_MAX,
+                            description="instead of ids: your newest runs with this tag")
     keys: str | None = Field(None, description="metric keys, comma-separated; all when left "
                              "out")
-    points: int = Field(1000, description=f"points per series, {POINTS_MIN} to {POINTS_MAX}")
+    points: int = Field(1000, ge=POINTS_MIN, le=POINTS_MAX, description="points per series")
     x: str = Field("step", description="step, time (training seconds) or tokens (cumulative "
-                   "completion tokens)")
+                   "completion tokens)", json_schema_extra={"enum": ["step", *X_KEYS]})
 
 
 class CompareRunOut(RunOut):
@@ -288,7 +368,8 @@ def _compare_run_out(run: Run) -> dict[str, Any]:
 
 
 @router.get("/runs/compare/prompts", response=list[PromptOut])
-def compare_prompts(request: HttpRequest, ids: str = ""):
+def compare_prompts(request: HttpRequest, ids: str = Query(..., pattern=(
+        f"^[0-9]{{1,18}}(,[0-9]{{1,18}}){{0,{MAX_MORE}}}$"))):
     """Prompts that occur in the samples of the runs, those in the most runs first."""
     runs = selectors.runs_get_for_user(user=request.user, run_ids=compare.parse_run_ids(ids))
     return list(compare.sample_prompts(runs))
