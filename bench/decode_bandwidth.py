@@ -19,7 +19,6 @@ by default a large-tensor read measured in the same run).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -34,11 +33,12 @@ from training.process import prefer_huge_pages  # noqa: E402
 prefer_huge_pages()  # before torch is imported, as a worker's child does
 import torch  # noqa: E402
 
-from training import llama_decode  # noqa: E402
-from training.decode import sample  # noqa: E402
+from training.backend import backend_for  # noqa: E402
+from training.config import EngineSwitches  # noqa: E402
+from training.decode import sample, uses_lean_decoder  # noqa: E402
 from training.modelhub import load_causal_lm, load_tokenizer  # noqa: E402
 from training.rollout import render_prompt  # noqa: E402
-from training.runtime import decode_linears, onednn_linears, resolve_dtype, synchronize  # noqa: E402
+from training.runtime import resolve_dtype, synchronize  # noqa: E402
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -89,17 +89,16 @@ def main() -> None:
                          "and sunny outside, and the dog was asleep.", True)
     enc = tok([text], return_tensors="pt", add_special_tokens=False).to(device)
 
+    switches = EngineSwitches(lean_decoder=not (a.model_forward or a.unpacked),
+                              packed_decode=not a.unpacked)
+    lean = switches.lean_decoder and uses_lean_decoder(model)
+
     def run(tokens: int) -> None:
         sample(model, enc["input_ids"], enc["attention_mask"], group_size=a.rows,
                max_new_tokens=tokens, temperature=0.8, top_p=1.0, eos=[tok.eos_token_id],
-               pad_id=tok.pad_token_id, min_new_tokens=tokens)
+               pad_id=tok.pad_token_id, min_new_tokens=tokens, lean=lean)
 
-    if a.model_forward or a.unpacked:
-        llama_decode.lean_decoder = lambda *args, **kw: None  # type: ignore[assignment]
-        linears = onednn_linears(model) if a.unpacked else decode_linears(model, rows=a.rows)
-    else:  # the lean steps lay their weights out themselves
-        linears = contextlib.nullcontext()
-    with linears:
+    with backend_for(device, switches).decoding(model, rows=a.rows, lean=lean):
         run(2)  # warm-up
         full, prefill = timed(lambda: run(a.tokens), device, a.repeats), \
             timed(lambda: run(1), device, a.repeats)

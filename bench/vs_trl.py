@@ -99,97 +99,39 @@ def run_trl(a: argparse.Namespace) -> None:
 
 # --- our side (runs in the project's venv) ---
 
-ABLATIONS = ("hf_generate", "model_forward_decode", "unpacked_decode", "mkl_linears",
-             "mkl_grad_linears", "autograd_accumulation",
-             "autograd_logprobs", "onednn_everywhere", "fresh_training_memory",
-             "trimmed_heap",
-             "frozen_in_micro_batches",
-             "unshared_prompts", "unfused_adamw", "glibc_malloc", "small_pages", "whole_batch")
+# Each of the engine's speed and memory measures, undone (training.config.EngineSwitches)
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "hf_generate": {"own_sampler": False},  # HF generate instead of our decode loop
+    "model_forward_decode": {"lean_decoder": False},  # no training.llama_decode
+    "unpacked_decode": {"lean_decoder": False, "packed_decode": False},  # ... plain layouts
+    "mkl_linears": {"onednn": "never"},  # torch's default BLAS (MKL) for every product
+    "mkl_grad_linears": {"onednn_training": False},  # ... for the passes that train
+    "autograd_accumulation": {"in_place_gradients": False},  # fresh weight gradients
+    "autograd_logprobs": {"fused_head": False},  # the LM head's log-probs through autograd
+    "onednn_everywhere": {"onednn": "always"},  # not only where measured faster
+    "fresh_training_memory": {"keep_training_heap": False},  # the updates map blocks afresh
+    "trimmed_heap": {"keep_heap_between_steps": False},  # heap handed back after each phase
+    "frozen_in_micro_batches": {"frozen_passes_whole": False},  # no-grad passes split too
+    "unshared_prompts": {"share_prompts": False},  # every row runs its prompt
+    "unfused_adamw": {"fused_adamw": False},
+    "glibc_malloc": {"return_freed_memory": False},  # glibc's own mmap threshold
+    "small_pages": {},  # 4 kB pages only: set in the environment by one_run
+    "whole_batch": {},  # one pass for the whole step: an activation budget, below
+}
 
 
 def ablate(name: str) -> dict[str, Any]:
-    """Undo one of the engine's speed or memory changes, to measure what it buys; returns
-    config fields to override."""
-    import contextlib
+    """Config fields that undo one of the engine's speed or memory measures, to measure what
+    it buys: its switch off (``engine``), or another activation budget."""
+    from training.config import EngineSwitches
 
-    import torch
-
-    import training.decode
-    import training.engine
-    import training.logprobs
-    import training.loop
-    import training.policy_gradient  # noqa: F401  (ablations patch its names)
-    import training.ppo
-    import training.rollout
-    import training.runtime
-
-    if name == "hf_generate":  # HF generate instead of our decode loop
-        training.rollout.decoder_and_head = lambda model: None  # type: ignore[assignment]
-    elif name in ("model_forward_decode", "unpacked_decode"):  # no training.llama_decode
-        training.decode.llama_decode.lean_decoder = lambda *a, **kw: None  # type: ignore
-        training.rollout.uses_lean_decoder = lambda model: False  # type: ignore[assignment]
-        if name == "unpacked_decode":  # ... and the decode's weights in their plain layout
-            training.rollout.decode_linears = (  # type: ignore[attr-defined]
-                lambda *models, rows: training.runtime.onednn_linears(*models))
-    elif name in ("mkl_linears", "mkl_grad_linears"):  # torch's default BLAS (MKL)
-        from unittest import mock
-
-        @contextlib.contextmanager
-        def blas_training_layers(*models: Any) -> Any:
-            with mock.patch.object(training.runtime, "onednn_is_faster", lambda i, o: False), \
-                    training.runtime.training_layers(*models):
-                yield
-        sys.modules["training.policy_gradient"].training_layers = blas_training_layers  # type: ignore
-        if name == "mkl_linears":  # for the passes without gradient too
-            off = lambda *models: contextlib.nullcontext()  # noqa: E731
-            training.engine.onednn_linears = off  # type: ignore[attr-defined]
-            training.rollout.decode_linears = lambda *m, rows: contextlib.nullcontext()  # type: ignore
-    elif name == "autograd_accumulation":  # weight gradients fresh, added by AccumulateGrad
-        sys.modules["training.policy_gradient"].training_layers = training.runtime.onednn_linears  # type: ignore
-        training.ppo.training_layers = training.runtime.onednn_linears  # type: ignore
-    elif name == "onednn_everywhere":  # oneDNN for every layer, not only where measured faster
-        training.runtime.onednn_is_faster = lambda i, o: True  # type: ignore[assignment]
-    elif name == "fresh_training_memory":  # the updates map every block over 128 kB afresh
-        training.runtime.KEPT_REUSE_BYTES = training.runtime.MMAP_THRESHOLD_BYTES  # type: ignore
-    elif name == "autograd_logprobs":  # the LM head's log-probabilities through autograd
-        training.logprobs.head_logprobs = training.logprobs.head_logprobs_autograd  # type: ignore
-    elif name == "trimmed_heap":  # the heap's free memory handed back after every phase
-        plain = training.runtime.reuse_freed_memory
-
-        def trimmed(below: int = training.runtime.REUSE_THRESHOLD_BYTES, *,
-                    keep: bool = False) -> Any:
-            return plain(below)
-        training.rollout.reuse_freed_memory = trimmed  # type: ignore[assignment]
-        training.runtime.reuse_freed_memory = trimmed  # type: ignore[assignment]  # the updates'
-
-    elif name == "frozen_in_micro_batches":  # the no-grad passes split as training is
-        def training_split(config: Any, state: Any, rollout: Any) -> Any:
-            rows = len(rollout.input_ids)
-            return training.engine.micro_batches(rows, training.engine.micro_batch_rows(
-                config, state, rollout, rows, group_size=config.group_size))
-        training.engine.frozen_parts = training_split  # type: ignore[assignment]
-    elif name == "unshared_prompts":  # every row runs its prompt through the trunk
-        plain = training.logprobs.completion_logprobs
-
-        def unshared(*args: Any, **kw: Any) -> Any:
-            return plain(*args, **{**kw, "share_prompts": False})
-        training.engine.completion_logprobs = unshared  # type: ignore[assignment]
-        sys.modules["training.policy_gradient"].completion_logprobs = unshared  # type: ignore
-    elif name == "unfused_adamw":
-        pg = sys.modules["training.policy_gradient"]
-        pg.adamw = lambda params, *, lr, device: torch.optim.AdamW(  # type: ignore
-            params, lr=lr, weight_decay=0.0)
-    elif name == "glibc_malloc":  # glibc's own mmap threshold (freed memory kept)
-        training.loop.return_freed_memory_to_the_os = lambda: False  # type: ignore
-    elif name == "small_pages":  # 4 kB pages only: set in the environment by one_run
-        pass
-    elif name == "whole_batch":
+    if name == "whole_batch":
         return {"activation_memory_mb": 1_048_576}
-    elif name.startswith("budget_mb="):  # another activation budget
+    if name.startswith("budget_mb="):  # another activation budget
         return {"activation_memory_mb": int(name.split("=", 1)[1])}
-    elif name:
+    if name and name not in ABLATIONS:
         raise SystemExit(f"unknown ablation {name!r}: one of {', '.join(ABLATIONS)}")
-    return {}
+    return {"engine": EngineSwitches(**ABLATIONS[name])} if name else {}
 
 
 def cpu_sink() -> Any:

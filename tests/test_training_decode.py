@@ -7,7 +7,7 @@ import torch
 
 from tests.training_helpers import one_torch_thread, tiny_model, tiny_tokenizer
 from training.decode import sample, sample_next
-from training.logprobs import completion_logprobs
+from training.logprobs import PassPlan, completion_logprobs
 from training.rollout import generate
 
 
@@ -89,8 +89,9 @@ def test_sharing_a_groups_prompt_gives_the_same_logprobs_entropy_and_gradient():
     weight.requires_grad_(True)
     try:
         for share in (True, False):
-            logprobs, entropy = completion_logprobs(model, input_ids, attention, prompt_len,
-                                                    0.7, with_entropy=True, share_prompts=share)
+            logprobs, entropy = completion_logprobs(
+                model, input_ids, attention, prompt_len, 0.7, with_entropy=True,
+                plan=PassPlan(share_prompts=share))
             (logprobs * attention[:, prompt_len:]).sum().backward()
             results.append((logprobs.detach(), entropy, weight.grad.clone()))
             weight.grad = None

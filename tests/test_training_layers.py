@@ -1,6 +1,7 @@
-"""The training passes' layers (``training_layers``) add each weight gradient straight into
-``.grad``: the gradients are autograd's own, over several micro-batches, in one tensor per
-weight that is added to in place (tiny-llama and a small hand-made model, CPU)."""
+"""The training passes' layers (a backend's ``training_pass``, training/layers.py) add each
+weight gradient straight into ``.grad``: the gradients are autograd's own, over several
+micro-batches, in one tensor per weight that is added to in place (tiny-llama and a small
+hand-made model, CPU)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,10 +9,10 @@ import contextlib
 import pytest
 import torch
 
-import training.runtime
 from tests.training_helpers import TINY_LLAMA, one_torch_thread, tiny_tokenizer
+from training.backend import CpuBackend
+from training.config import EngineSwitches
 from training.modelhub import load_causal_lm
-from training.runtime import training_layers
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -21,13 +22,17 @@ def _one_thread():
 
 
 @pytest.fixture(params=["blas", "onednn"])
-def kernel(request, monkeypatch):
+def kernel(request):
     """Both forward kernels of a trained fp32 Linear: torch's BLAS, and oneDNN (the pinned CPU
     torch has it; the choice is otherwise a per-shape probe's)."""
     assert torch.backends.mkldnn.is_available() or request.param == "blas"
-    monkeypatch.setattr(training.runtime, "onednn_is_faster",
-                        lambda i, o: request.param == "onednn")
     return request.param
+
+
+def training_layers(model, kernel):
+    """The CPU backend's training pass, every fp32 layer on ``kernel``."""
+    onednn = "always" if kernel == "onednn" else "never"
+    return CpuBackend(torch.device("cpu"), EngineSwitches(onednn=onednn)).training_pass(model)
 
 
 def _grads_over_micro_batches(model, batches, loss_fn, layers):
@@ -62,7 +67,7 @@ def test_tied_llama_gradients_are_autograds_and_accumulate_in_place(kernel):
     plain, _, plain_bytes = _grads_over_micro_batches(model, batches, loss_fn,
                                                       contextlib.nullcontext())
     fused, storage, fused_bytes = _grads_over_micro_batches(model, batches, loss_fn,
-                                                            training_layers(model))
+                                                            training_layers(model, kernel))
 
     assert plain["model.layers.0.mlp.down_proj.weight"] is None
     assert fused["model.layers.0.mlp.down_proj.weight"] is None and not frozen.requires_grad
@@ -77,7 +82,8 @@ def test_tied_llama_gradients_are_autograds_and_accumulate_in_place(kernel):
     assert storage[0] == storage[1]
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     assert plain_bytes - fused_bytes >= weight_bytes
-    assert all("forward" not in vars(m) for m in model.modules())
+    assert all("forward" not in vars(m) and "engine_mode" not in vars(m)
+               for m in model.modules())
 
 
 def test_embedding_padding_row_and_linear_bias_get_autograds_gradients(kernel):
@@ -93,7 +99,7 @@ def test_embedding_padding_row_and_linear_bias_get_autograds_gradients(kernel):
 
     plain, _, _ = _grads_over_micro_batches(model, batches, loss_fn, contextlib.nullcontext())
     fused, storage, _ = _grads_over_micro_batches(model, batches, loss_fn,
-                                                  training_layers(model))
+                                                  training_layers(model, kernel))
 
     assert set(plain) == set(fused) == {"0.weight", "1.weight", "1.bias", "3.weight", "3.bias"}
     for name, grad in plain.items():
@@ -130,7 +136,8 @@ def test_embedding_gradients_match_autograd_update_after_update(kernel, tied):
         plain, _, _ = _grads_over_micro_batches(model, batches, loss_fn,
                                                 contextlib.nullcontext())
         plain = {n: g.clone() for n, g in plain.items()}
-        fused, _, _ = _grads_over_micro_batches(model, batches, loss_fn, training_layers(model))
+        fused, _, _ = _grads_over_micro_batches(model, batches, loss_fn,
+                                                training_layers(model, kernel))
         for name, grad in plain.items():
             assert torch.allclose(fused[name], grad, atol=1e-6, rtol=1e-4), (update, name)
         if update == 1:  # held past the next update's zero_grad: not reused, not overwritten

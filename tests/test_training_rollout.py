@@ -241,7 +241,7 @@ def test_the_stop_poll_asks_at_most_once_per_interval():
 # --- the LM head's log-probabilities ---
 
 
-@pytest.mark.parametrize("in_place", [False, True], ids=["autograd", "training_layers"])
+@pytest.mark.parametrize("in_place", [False, True], ids=["autograd", "training_pass"])
 def test_the_heads_logprobs_and_gradients_are_autograds_over_several_chunks(monkeypatch,
                                                                             in_place):
     """The chunked head (log-probabilities made in place, their gradient from the kept
@@ -251,7 +251,8 @@ def test_the_heads_logprobs_and_gradients_are_autograds_over_several_chunks(monk
     import contextlib
 
     from training import logprobs as lp
-    from training.runtime import training_layers
+    from training.backend import CpuBackend
+    from training.config import EngineSwitches
 
     monkeypatch.setattr(lp, "CHUNK_ELEMENTS", 4000)  # 4 positions a chunk: 6 chunks of 21
     torch.manual_seed(0)
@@ -267,8 +268,11 @@ def test_the_heads_logprobs_and_gradients_are_autograds_over_several_chunks(monk
     expected_grads = [p.grad.clone() for p in params]
     for p in params:
         p.grad = None
-    with training_layers(head, only_if_faster=False) if in_place else contextlib.nullcontext():
-        got, entropy = lp.head_logprobs(head, hidden, targets, 0.7, with_entropy=True)
+    backend = CpuBackend(torch.device("cpu"), EngineSwitches(onednn="always"))
+    with backend.training_pass(head) if in_place else contextlib.nullcontext(lp.PLAIN) as plan:
+        assert plan.head_in_place == in_place
+        got, entropy = lp.head_logprobs(head, hidden, targets, 0.7, with_entropy=True,
+                                        plan=plan)
         (got * weights).sum().backward()
 
     assert torch.allclose(got, expected, atol=1e-5)

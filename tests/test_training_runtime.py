@@ -1,7 +1,8 @@
-"""The machine-dependent runtime (training/runtime.py, training/process.py): oneDNN kernels
-giving the same numbers as torch's own and undone afterwards, the heap's reuse of freed memory,
-freed tensors handed back, weights out of the file mapping, AdamW's flat moments, and the
-huge-pages switch a training process sets."""
+"""The machine-dependent runtime (training/backend.py and what it steers: training/layers.py,
+training/kernels.py, training/heap.py, training/runtime.py, training/process.py): oneDNN
+kernels giving the same numbers as torch's own and undone afterwards, no module's forward
+replaced, the heap's reuse of freed memory, freed tensors handed back, weights out of the file
+mapping, AdamW's flat moments, and the huge-pages switch a training process sets."""
 from __future__ import annotations
 
 import subprocess
@@ -17,7 +18,14 @@ from tests.training_helpers import (
     one_torch_thread,
     tiny_model,
 )
-from training.runtime import decode_linears, onednn_linears
+from training.backend import Backend, CpuBackend, backend_for
+from training.config import EngineSwitches
+from training.layers import EngineLinear
+
+CPU = torch.device("cpu")
+ONEDNN = CpuBackend(CPU, EngineSwitches(onednn="always"))  # every fp32 layer, for the tests
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
+                                  reason="this torch build has no oneDNN")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,23 +34,42 @@ def _one_thread():
         yield
 
 
-def test_onednn_linears_give_the_same_outputs_and_are_undone_afterwards():
+def _untouched(model) -> bool:
+    """No module's forward replaced, and no layer left with a mode after a pass."""
+    return all("forward" not in vars(m) and "engine_mode" not in vars(m)
+               and "engine_in_place" not in vars(m) for m in model.modules())
+
+
+def test_the_backend_is_chosen_by_device():
+    assert type(backend_for(CPU)) is CpuBackend
+    assert type(backend_for(torch.device("cuda"))) is Backend  # plain torch; no GPU needed
+    assert backend_for(CPU, EngineSwitches(onednn="never")).switches.onednn == "never"
+
+
+@needs_onednn
+def test_onednn_layers_give_the_same_outputs_and_are_undone_afterwards():
     model = tiny_model()
     ids, mask = encoded_prompts()
     with torch.inference_mode():
         plain = model(input_ids=ids, attention_mask=mask).logits
-        with onednn_linears(model, only_if_faster=False):
-            fast = model(input_ids=ids, attention_mask=mask).logits
+    with ONEDNN.frozen_pass(model):
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears and all(type(m) is EngineLinear and m.engine_mode.onednn
+                               for m in linears)
+        fast = model(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(plain, fast, atol=1e-4)
-    assert all("forward" not in vars(m) for m in model.modules())
+    assert _untouched(model)
 
 
-def test_onednn_linears_give_the_same_gradients():
-    """Under autograd the oneDNN linears (forward and both backward products, widening
-    layers and the LM head included) give F.linear's loss and gradients."""
+@needs_onednn
+@pytest.mark.parametrize("in_place", [True, False], ids=["in_place", "autograd"])
+def test_onednn_layers_give_the_same_gradients(in_place):
+    """Under autograd the oneDNN layers (forward and both backward products, widening layers
+    and the LM head included) give F.linear's loss and gradients, whether the weight
+    gradients are added in place or handed to autograd."""
     from training.modelhub import load_causal_lm
 
-    model = load_causal_lm(TINY_LLAMA, dtype=torch.float32, device=torch.device("cpu"))
+    model = load_causal_lm(TINY_LLAMA, dtype=torch.float32, device=CPU)
     ids, mask = encoded_prompts()
 
     def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -53,48 +80,59 @@ def test_onednn_linears_give_the_same_gradients():
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     plain_loss, plain = loss_and_grads()
-    with onednn_linears(model, only_if_faster=False):
+    backend = CpuBackend(CPU, EngineSwitches(onednn="always", in_place_gradients=in_place))
+    with backend.training_pass(model) as plan:
         fast_loss, fast = loss_and_grads()
+    assert plan.head_onednn and plan.head_in_place == in_place
     assert torch.allclose(plain_loss, fast_loss, atol=1e-5)
     assert len(plain) == len(fast) and all(g.abs().sum() > 0 for g in plain)
     for a, b in zip(plain, fast, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert _untouched(model)
 
 
 def test_onednn_takes_only_the_layers_it_was_measured_faster_for(monkeypatch):
     """Which kernel is faster depends on the CPU and the layer's shape: each shape is timed
     once, and only the layers whose shape oneDNN won are switched."""
-    import training.runtime
+    import training.backend
+    import training.kernels
 
     model = tiny_model()
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     won = linears[0].weight.shape[::-1]  # (in, out) of one shape
-    monkeypatch.setattr(training.runtime, "onednn_is_faster", lambda i, o: (i, o) == won)
-    with onednn_linears(model):
-        switched = [m for m in linears if "forward" in vars(m)]
+    monkeypatch.setattr(training.backend, "onednn_is_faster", lambda i, o: (i, o) == won)
+    with CpuBackend(CPU).frozen_pass(model):
+        switched = [m for m in linears if m.engine_mode is not None]
     assert switched and len(switched) < len(linears) or not torch.backends.mkldnn.is_available()
     assert all((m.in_features, m.out_features) == won for m in switched)
+    with CpuBackend(CPU, EngineSwitches(onednn="never")).frozen_pass(model):
+        assert all(m.engine_mode is None for m in linears)
+    with Backend(CPU).frozen_pass(model):  # plain torch: the CPU's kernels are its own
+        assert all(m.engine_mode is None for m in linears)
     monkeypatch.undo()
     rng = torch.get_rng_state()
-    assert isinstance(training.runtime.onednn_is_faster(8, 9), bool)  # the real probe runs
+    assert isinstance(training.kernels.onednn_is_faster(8, 9), bool)  # the real probe runs
     assert torch.equal(torch.get_rng_state(), rng)  # and leaves a run's random stream alone
 
 
-def test_decode_linears_give_the_same_outputs_and_are_undone_afterwards():
+@needs_onednn
+def test_decode_layers_give_the_same_outputs_and_are_undone_afterwards():
     """The weights laid out once for few-row products multiply as the plain ones do, for the
     row count they were laid out for and any other (the prompt's prefill)."""
     model = tiny_model()
     ids, mask = encoded_prompts()
     with torch.inference_mode():
         plain = model(input_ids=ids, attention_mask=mask).logits
-        with decode_linears(model, rows=8):
-            assert all("forward" in vars(m) for m in model.modules()
-                       if type(m) is torch.nn.Linear) or not torch.backends.mkldnn.is_available()
+        with CpuBackend(CPU).decoding(model, rows=8, lean=False):
+            assert all(m.engine_mode.packed is not None for m in model.modules()
+                       if isinstance(m, torch.nn.Linear))
             fast = model(input_ids=ids, attention_mask=mask).logits
             one = model(input_ids=ids[:1, -1:], attention_mask=mask[:1, -1:]).logits
+        with CpuBackend(CPU).decoding(model, rows=8, lean=True):  # lays its own weights out
+            assert _untouched(model)
     assert torch.allclose(plain, fast, atol=1e-4)
     assert one.shape == (1, 1, plain.shape[-1])
-    assert all("forward" not in vars(m) for m in model.modules())
+    assert _untouched(model)
 
 
 def test_a_decode_loop_reuses_its_freed_memory_instead_of_faulting_pages_in():
@@ -104,14 +142,14 @@ def test_a_decode_loop_reuses_its_freed_memory_instead_of_faulting_pages_in():
     heap would serve the loop either way."""
     code = """if True:
         import resource, torch
-        from training import runtime
-        from training.runtime import reuse_freed_memory
+        from training import heap
+        from training.heap import reuse_freed_memory
         def faults():
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             for _ in range(50):
                 torch.ones(256 * 1024).sum()  # 1 MB, allocated, touched and freed
             return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-        assert runtime.return_freed_memory_to_the_os(), "glibc took no mmap threshold"
+        assert heap.return_freed_memory_to_the_os(), "glibc took no mmap threshold"
         faults()
         outside = faults()
         with reuse_freed_memory():
@@ -132,19 +170,19 @@ def test_a_kept_heap_serves_the_next_steps_blocks_until_it_is_released():
     which the same phase faults them in again. In a fresh process, as above."""
     code = """if True:
         import os, resource, torch
-        from training import runtime
+        from training import heap
         page = os.sysconf("SC_PAGE_SIZE")
         rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page / 2**20
         def phase():
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            with runtime.reuse_freed_memory(runtime.KEPT_REUSE_BYTES, keep=True):
+            with heap.reuse_freed_memory(heap.KEPT_REUSE_BYTES, keep=True):
                 live = [torch.ones(256 * 1024) for _ in range(200)]  # 200 x 1 MB
                 del live
             return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-        assert runtime.return_freed_memory_to_the_os(), "glibc took no mmap threshold"
+        assert heap.return_freed_memory_to_the_os(), "glibc took no mmap threshold"
         first, second = phase(), phase()
         kept = rss()
-        runtime.release_freed_memory()
+        heap.release_freed_memory()
         print(first, second, round(kept - rss()), phase())
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -184,7 +222,7 @@ def test_freed_tensors_go_back_to_the_system():
     checked by hand). In a fresh process: the setting is once per process."""
     code = """
 import os, torch
-from training.runtime import return_freed_memory_to_the_os
+from training.heap import return_freed_memory_to_the_os
 assert return_freed_memory_to_the_os()
 page = os.sysconf("SC_PAGE_SIZE")
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page / 2**20
@@ -231,19 +269,17 @@ print(write_faults(mapped), write_faults(own), size // 4096, tied)
 
 
 def test_adamws_moments_in_flat_buffers_give_the_plain_optimizers_updates():
-    """``runtime.adamw`` makes the two moments before the first step as views of one buffer
-    each (huge pages instead of a page fault per 4 kB on the first step); the updates are
-    the plain fused AdamW's to the bit, and a checkpoint of its state saves and restores."""
-    import torch
-
+    """The CPU backend's AdamW makes the two moments before the first step as views of one
+    buffer each (huge pages instead of a page fault per 4 kB on the first step); the updates
+    are the plain fused AdamW's to the bit, and a checkpoint of its state saves and
+    restores."""
     from training.checkpoints import load_training_state, restore_optimizer, save_training_state
-    from training.runtime import adamw
 
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)) for _ in "ab"]
     nets[1].load_state_dict(nets[0].state_dict())
     plain = torch.optim.AdamW(nets[0].parameters(), lr=1e-2, weight_decay=0.0, fused=True)
-    ours = adamw(nets[1].parameters(), lr=1e-2, device=torch.device("cpu"))
+    ours = CpuBackend(CPU).optimizer(nets[1].parameters(), lr=1e-2)
     moments = [ours.state[p]["exp_avg"] for p in nets[1].parameters()]
     assert len({m.untyped_storage().data_ptr() for m in moments}) == 1  # one buffer
     for _ in range(3):
@@ -258,7 +294,7 @@ def test_adamws_moments_in_flat_buffers_give_the_plain_optimizers_updates():
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         save_training_state(Path(tmp), optimizer=ours, state={}, rng={})
-        fresh = adamw(nets[1].parameters(), lr=1e-2, device=torch.device("cpu"))
+        fresh = CpuBackend(CPU).optimizer(nets[1].parameters(), lr=1e-2)
         restore_optimizer(fresh, load_training_state(Path(tmp)))
     for p in nets[1].parameters():
         assert torch.equal(fresh.state[p]["exp_avg_sq"], ours.state[p]["exp_avg_sq"])

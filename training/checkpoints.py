@@ -68,7 +68,7 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer
             if isinstance(value, torch.Tensor):
                 value = value.detach().cpu().contiguous()
                 if value.untyped_storage().nbytes() != value.nbytes:  # a view of a flat buffer
-                    value = value.clone()  # (training.runtime.adamw): safetensors saves whole
+                    value = value.clone()  # (runtime.flat_moments): safetensors saves whole
                 tensors[f"{idx}.{name}"] = value
             else:
                 scalars.setdefault(str(idx), {})[name] = value

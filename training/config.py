@@ -55,6 +55,42 @@ class RewardSpec:
 
 
 @dataclass(frozen=True)
+class EngineSwitches:
+    """The engine's speed and memory measures, each on by default. A benchmark turns one off
+    to measure what it buys (``bench/ablations.py``); nobody else sets these. Read by the
+    backend a run is prepared with (:mod:`training.backend`) and by the code it steers."""
+
+    own_sampler: bool = True
+    """Sample with our decode loop (:mod:`training.decode`); off: ``model.generate``."""
+    lean_decoder: bool = True
+    """Decode Llama-like models through :mod:`training.llama_decode`'s fused layers."""
+    packed_decode: bool = True
+    """Decode through weights laid out once for few-row products (the model's own forward)."""
+    onednn: str = "measured"
+    """oneDNN for the CPU's fp32 products: ``measured`` (where a probe found it faster),
+    ``always`` or ``never``."""
+    onednn_training: bool = True
+    """oneDNN for the passes that train too (off: only for those without gradient)."""
+    in_place_gradients: bool = True
+    """Layers add their weight gradients straight into ``.grad``."""
+    fused_head: bool = True
+    """The LM head's log-probabilities by one fused function, not autograd."""
+    share_prompts: bool = True
+    """Rows with the same prompt share its forward pass."""
+    frozen_passes_whole: bool = True
+    """Passes without gradient take as many rows as their own budget allows, not the
+    training micro-batches."""
+    fused_adamw: bool = True
+    """AdamW's fused kernel (and on the CPU its moments in flat buffers)."""
+    return_freed_memory: bool = True
+    """glibc hands freed tensors back to the system (a fixed mmap threshold)."""
+    keep_training_heap: bool = True
+    """The updates' blocks up to 8 MB come from a heap kept from one step to the next."""
+    keep_heap_between_steps: bool = True
+    """Each phase's heap is kept for the next step's same phase (off: trimmed after it)."""
+
+
+@dataclass(frozen=True)
 class BaseConfig:
     """Settings every algorithm shares."""
 
@@ -72,6 +108,8 @@ class BaseConfig:
     rewards: tuple[RewardSpec, ...] = internal(())
     """Reward sources (algorithms that declare ``uses_rewards``), validated separately from
     the hyperparameters."""
+    engine: EngineSwitches = internal(EngineSwitches())
+    """The engine's speed measures, all on; benchmarks turn one off."""
 
     # --- hyperparameters ---
     max_steps: int = hp(20, "Optimiser steps to run.", lo=1, hi=100_000, group="schedule")

@@ -21,7 +21,7 @@ from training.checkpoints import STATE_DIR
 from training.modelhub import load_tokenizer
 from training.reward_scorer import load_value_backbone
 from training.reward_types import get_reward_type
-from training.runtime import use_gradient_checkpointing, weights_in_own_memory
+from training.runtime import use_gradient_checkpointing
 
 CRITIC_FILE = "critic.safetensors"
 
@@ -81,8 +81,6 @@ def build_critic(config: PPOConfig, policy_tokenizer: Any, *, dtype: torch.dtype
         lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
                           target_modules="all-linear", lora_dropout=0.0)
         backbone = get_peft_model(backbone, lora)
-    else:
-        weights_in_own_memory(backbone)
     use_gradient_checkpointing(backbone, config.gradient_checkpointing)
     return Critic(backbone, int(backbone.config.hidden_size))
 

@@ -149,22 +149,23 @@ def _model_steps(decoder: Any, head: Any, prompt_ids: torch.Tensor, prompt_mask:
 def sample(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *,
            group_size: int, max_new_tokens: int, temperature: float, top_p: float,
            eos: list[int], pad_id: int, min_new_tokens: int = 0,
-           stop: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-           ) -> tuple[torch.Tensor, bool]:
+           stop: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+           lean: bool = True) -> tuple[torch.Tensor, bool]:
     """``group_size`` completions of each prompt row (N, P), left-padded; returns the
     completion ids (N * G, T) with ``pad_id`` after each row's EOS (T <= max_new_tokens: the
     loop ends when every row has ended) and whether ``stop`` interrupted it. Rows of a group
-    are adjacent."""
+    are adjacent. With ``lean`` off the model's own forward decodes every architecture."""
     parts = decoder_and_head(model)
     assert parts is not None, "this architecture samples through generate()"
     n, width = prompt_ids.shape
     rows = torch.arange(n, device=prompt_ids.device).repeat_interleave(group_size)  # (B,)
     positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (N, P), as the training passes
-    lean = llama_decode.lean_decoder(model, *parts, rows=len(rows),
-                                     capacity=width + max_new_tokens)
+    decoder = llama_decode.lean_decoder(model, *parts, rows=len(rows),
+                                        capacity=width + max_new_tokens) if lean else None
     advance: Callable[[torch.Tensor], torch.Tensor]
-    if lean is not None:
-        logits, advance = lean.prefill(prompt_ids, prompt_mask, positions, rows), lean.step
+    if decoder is not None:
+        logits = decoder.prefill(prompt_ids, prompt_mask, positions, rows)
+        advance = decoder.step
     else:
         logits, advance = _model_steps(*parts, prompt_ids, prompt_mask, positions, rows,
                                        max_new_tokens)

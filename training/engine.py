@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from training.backend import Backend
 from training.checkpoints import restore_optimizer, save_checkpoint_dir
 from training.config import RolloutConfig
 from training.data import PromptSampler
@@ -27,12 +28,10 @@ from training.modelhub import load_causal_lm
 from training.rollout import Rollout, completion_logprobs, generate, render_prompt
 from training.runtime import (
     Stopwatch,
-    onednn_linears,
     peak_memory_mb,
     rng_state,
     set_rng_state,
     use_gradient_checkpointing,
-    weights_in_own_memory,
 )
 from training.scoring import RewardScorer
 
@@ -51,19 +50,24 @@ class State:
     sampler: PromptSampler
     rows: list[dict[str, Any]]
     source_names: list[str]
-    device: torch.device
+    backend: Backend
     scorers: dict[str, RewardScorer] = field(default_factory=dict)
     elapsed_s: float = 0.0
     tokens_total: int = 0
 
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
 
 # --- setup ---
 
-def load_policy(config: RolloutConfig, device: torch.device, dtype: torch.dtype,
+def load_policy(config: RolloutConfig, backend: Backend, dtype: torch.dtype,
                 resume_from: str | None, saved: dict[str, Any] | None, *,
                 with_reference: bool) -> tuple[Any, Any]:
     """The policy and, when ``with_reference``, a frozen reference (the initial policy).
     With LoRA no reference is built: it is the policy with its adapters disabled."""
+    device = backend.device
     if config.lora_rank:
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
@@ -73,14 +77,15 @@ def load_policy(config: RolloutConfig, device: torch.device, dtype: torch.dtype,
         policy = get_peft_model(base, lora)
         if saved is not None and saved["adapter"] is not None:
             set_peft_model_state_dict(policy, saved["adapter"])
-        return use_gradient_checkpointing(policy, config.gradient_checkpointing), None
-    full: Any = weights_in_own_memory(
+        return use_gradient_checkpointing(backend.load(policy), config.gradient_checkpointing), \
+            None
+    full: Any = backend.load(
         load_causal_lm(resume_from or config.model_path, dtype=dtype, device=device))
     use_gradient_checkpointing(full, config.gradient_checkpointing)
     reference = None
     if with_reference:
         reference = load_causal_lm(config.model_path, dtype=dtype, device=device)
-        reference.eval().requires_grad_(False)
+        reference = backend.load(reference.eval().requires_grad_(False))
     return full, reference
 
 
@@ -107,7 +112,8 @@ def sample_rollout(config: RolloutConfig, state: State, group_size: int,
     rollout = generate(state.policy, state.tokenizer, rendered, group_size=group_size,
                        max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                        top_p=config.top_p, max_prompt_tokens=MAX_PROMPT_TOKENS,
-                       should_stop=should_stop, min_new_tokens=config.min_new_tokens)
+                       should_stop=should_stop, min_new_tokens=config.min_new_tokens,
+                       backend=state.backend)
     return picked, rollout
 
 
@@ -140,8 +146,11 @@ def frozen_parts(config: RolloutConfig, state: State, rollout: Rollout) -> list[
     """Row slices for the forward passes without gradient: as many rows at once as the
     activation budget allows by :func:`training.memory.inference_bytes` (such a pass keeps
     no activations, so this is usually the whole step, where training needs several
-    micro-batches)."""
+    micro-batches; with that switch off, the training's micro-batches)."""
     total = len(rollout.input_ids)
+    if not state.backend.switches.frozen_passes_whole:
+        return micro_batches(total, micro_batch_rows(
+            config, state, rollout, total, group_size=getattr(config, "group_size", 1)))
     rows = largest_split(total, config.activation_memory_mb, lambda r: inference_bytes(
         state.policy.config, rows=r, prompt_tokens=rollout.prompt_len,
         completion_tokens=rollout.action_mask.shape[1],
@@ -157,12 +166,12 @@ def frozen_logprobs(config: RolloutConfig, state: State, rollout: Rollout,
     model: Any = state.reference if reference and state.reference is not None else state.policy
     lora_reference = reference and state.reference is None  # the base without its adapters
     out = []
-    with torch.inference_mode(), onednn_linears(model), \
+    with state.backend.frozen_pass(model) as plan, \
             (model.disable_adapter() if lora_reference else contextlib.nullcontext()):
         for mb in frozen_parts(config, state, rollout):
             out.append(completion_logprobs(model, rollout.input_ids[mb],
                                            rollout.attention_mask[mb], rollout.prompt_len,
-                                           temperature)[0])
+                                           temperature, plan=plan)[0])
     return torch.cat(out).clone()  # a plain tensor, usable in the loss's autograd graph
 
 

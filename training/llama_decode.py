@@ -9,7 +9,7 @@ SmolLM2 decode step on a CPU. Here:
 
 - on the CPU at fp32, q, k and v are one product and gate and up another, by copies of the
   weights concatenated and laid out once per rollout in oneDNN's blocked format for the
-  decode's row count (as :func:`training.runtime.decode_linears` does for single layers);
+  decode's row count (as :class:`training.backend.CpuBackend`'s decoding does for single layers);
 - the rotary table is computed once per rollout, by the model's own rotary module (so every
   scaling type it knows holds), and applied to q and k together;
 - grouped-query attention reads the ``n_rep`` query heads that share a key head as ``n_rep``
@@ -32,7 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.runtime import can_pack, packed_product
+from training.kernels import can_pack, packed_product
+from training.layers import is_plain_embedding, is_plain_linear
 
 SUPPORTED_TYPES = ("llama", "qwen2")
 # rotary types whose angles depend on the sequence length seen so far: one table cannot hold
@@ -43,7 +44,7 @@ Product = Callable[[torch.Tensor], torch.Tensor]
 
 def _product(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Product:
     """``x @ weight.T + bias`` for 2-D ``x``; on the CPU at fp32 by a copy of ``weight`` laid
-    out once for ``rows``-row products (:func:`training.runtime.packed_product`)."""
+    out once for ``rows``-row products (:func:`training.kernels.packed_product`)."""
     return packed_product(weight, bias, rows) or functools.partial(F.linear, weight=weight,
                                                                    bias=bias)
 
@@ -62,7 +63,7 @@ def _adapters(lora: Any) -> list[tuple[torch.Tensor, torch.Tensor, Any, float]] 
     """For PEFT's LoRA ``Linear`` computing ``base(x) + sum(scale * B(A(x)))`` over its active
     adapters (plain LoRA: no DoRA or other variant, not merged, adapters on, no fan-in/fan-out
     transposition): each adapter's (A, B, B's bias, scale); None for anything else."""
-    if type(lora) is not _lora_linear() or type(lora.base_layer) is not torch.nn.Linear:
+    if type(lora) is not _lora_linear() or not is_plain_linear(lora.base_layer):
         return None
     if lora.merged or lora.disable_adapters or lora.fan_in_fan_out:
         return None
@@ -74,7 +75,7 @@ def _adapters(lora: Any) -> list[tuple[torch.Tensor, torch.Tensor, Any, float]] 
 
 
 def _base(module: Any) -> torch.nn.Linear:
-    return module if type(module) is torch.nn.Linear else module.base_layer
+    return module if is_plain_linear(module) else module.base_layer
 
 
 def _weight_and_bias(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -121,7 +122,7 @@ def _fused(linears: list[Any], rows: int) -> Product:
 
 
 def _reproducible_linear(module: Any) -> bool:
-    return type(module) is torch.nn.Linear or _adapters(module) is not None
+    return is_plain_linear(module) or _adapters(module) is not None
 
 
 def _supported(base: Any, decoder: Any, head: Any) -> bool:
@@ -134,7 +135,7 @@ def _supported(base: Any, decoder: Any, head: Any) -> bool:
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) in DYNAMIC_ROPE:
         return False
-    if not (type(head) is torch.nn.Linear and type(decoder.embed_tokens) is torch.nn.Embedding
+    if not (is_plain_linear(head) and is_plain_embedding(decoder.embed_tokens)
             and hasattr(decoder, "rotary_emb") and hasattr(decoder.norm, "variance_epsilon")):
         return False
     for layer in decoder.layers:

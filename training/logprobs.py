@@ -12,20 +12,39 @@ Two savings over ``model(input_ids).logits``, neither changing a number beyond f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from training.decode import cache_kwarg, decoder_and_head
-from training.runtime import add_product_to_grad, grad_mode_of, onednn_mm
+from training.kernels import add_product_to_grad, onednn_mm
+from training.layers import is_plain_linear
 
 CHUNK_ELEMENTS = 2**22  # logits per LM-head chunk: 16 MB in float32
 
 
+@dataclass(frozen=True)
+class PassPlan:
+    """How a pass computes log-probabilities, as the backend that opened it says
+    (:mod:`training.backend`): where the LM head's weight gradient goes (straight into
+    ``.grad`` when its layer adds in place, else to autograd) and whether its products go
+    through oneDNN, whether the head's log-probabilities take the fused way, and whether rows
+    with one prompt share its pass. The default: plain torch."""
+
+    head_in_place: bool = False
+    head_onednn: bool = False
+    fused_head: bool = True
+    share_prompts: bool = True
+
+
+PLAIN = PassPlan()
+
+
 def completion_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         prompt_len: int, temperature: float, *, with_entropy: bool = False,
-                        entropy_grad: bool = False, share_prompts: bool = True
+                        entropy_grad: bool = False, plan: PassPlan = PLAIN
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities (B, T) of the completion tokens under ``model``, at the sampling
     temperature (as TRL: the policy that sampled them is the tempered one), and optionally
@@ -33,7 +52,7 @@ def completion_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: tor
     ``entropy_grad`` the entropy keeps its gradient (for an entropy bonus).
 
     Positions follow the attention mask, so left padding gives the same numbers as
-    generation did. With ``share_prompts``, rows with identical prompt tokens share the
+    generation did. With ``plan.share_prompts``, rows with identical prompt tokens share the
     prompt's forward pass (not under gradient checkpointing, which cannot keep a cache).
     """
     parts = decoder_and_head(model)
@@ -42,11 +61,11 @@ def completion_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: tor
         return _through_the_model(model, input_ids, attention_mask, prompt_len, temperature,
                                   with_entropy, entropy_grad)
     decoder, head = parts
-    share = share_prompts and not getattr(model, "is_activation_checkpointing", False)
+    share = plan.share_prompts and not getattr(model, "is_activation_checkpointing", False)
     hidden = (_shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_len) if share
               else _hidden(decoder, input_ids, attention_mask, prompt_len))  # (B, T, H)
     return head_logprobs(head, hidden, targets, temperature, with_entropy=with_entropy,
-                         entropy_grad=entropy_grad)
+                         entropy_grad=entropy_grad, plan=plan)
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -88,18 +107,18 @@ def _shared_prompt_hidden(decoder: Any, input_ids: torch.Tensor, attention_mask:
 
 
 def head_logprobs(head: Any, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
-                  *, with_entropy: bool = False, entropy_grad: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  *, with_entropy: bool = False, entropy_grad: bool = False,
+                  plan: PassPlan = PLAIN) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``log softmax(head(hidden) / temperature)`` read at ``targets`` (B, T), a few positions
     at a time; and the entropy of each position's distribution when asked."""
-    if (entropy_grad and with_entropy) or type(head) is not torch.nn.Linear:
+    if (entropy_grad and with_entropy) or not plan.fused_head or not is_plain_linear(head):
         # the entropy bonus, or a head wrapped (adapters) beyond ``hidden @ weight.T + bias``
         return head_logprobs_autograd(head, hidden, targets, temperature,
                                       with_entropy=with_entropy, entropy_grad=entropy_grad)
     batch, length = targets.shape
     logprobs, entropies = _TargetLogprobs.apply(
         hidden.reshape(batch * length, -1), head.weight, head.bias, targets.reshape(-1),
-        temperature, with_entropy, head)
+        temperature, with_entropy, head, plan)
     return logprobs.view(batch, length), (entropies.view(batch, length) if with_entropy
                                           else None)
 
@@ -122,14 +141,14 @@ class _TargetLogprobs(torch.autograd.Function):
     training pass's page faults. Here each chunk's logits are turned into log-probabilities in
     place and kept for the backward, which turns them into the logits' gradient in place
     (``(onehot - softmax) * g / T``), one product per chunk for each of the hidden states' and
-    the weight's gradients. The weight's gradient goes where the head's own products would
-    put it: straight into ``.grad`` inside :func:`training.runtime.training_layers`, else to
-    autograd."""
+    the weight's gradients. The weight's gradient goes where the plan says the head's own
+    products put it: straight into ``.grad`` (``plan.head_in_place``), else to autograd."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
                 bias: torch.Tensor | None, targets: torch.Tensor, temperature: float,
-                with_entropy: bool, head: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                with_entropy: bool, head: Any, plan: PassPlan
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         positions, vocab = hidden.shape[0], weight.shape[0]
         step = max(1, CHUNK_ELEMENTS // vocab)
         keep = any(ctx.needs_input_grad[:3])
@@ -153,6 +172,7 @@ class _TargetLogprobs(torch.autograd.Function):
         if keep:
             ctx.save_for_backward(hidden, targets)
             ctx.chunks, ctx.step, ctx.temperature, ctx.head = saved, step, temperature, head
+            ctx.plan = plan
         ctx.mark_non_differentiable(entropies)
         return logprobs, entropies
 
@@ -161,7 +181,7 @@ class _TargetLogprobs(torch.autograd.Function):
                  ) -> tuple[torch.Tensor | None, ...]:
         hidden, targets = ctx.saved_tensors
         weight, bias = ctx.head.weight, ctx.head.bias
-        in_place, onednn = grad_mode_of(ctx.head)
+        in_place, onednn = ctx.plan.head_in_place, ctx.plan.head_onednn
         want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = grad_bias = None
@@ -188,7 +208,7 @@ class _TargetLogprobs(torch.autograd.Function):
                 part = grad_logits.sum(dim=0)
                 grad_bias = part if grad_bias is None else grad_bias.add_(part)
         ctx.chunks = []
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
 
 
 def head_logprobs_autograd(head: Any, hidden: torch.Tensor, targets: torch.Tensor,
@@ -196,7 +216,7 @@ def head_logprobs_autograd(head: Any, hidden: torch.Tensor, targets: torch.Tenso
                            entropy_grad: bool = False
                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """As :func:`head_logprobs`, through plain autograd a few rows at a time: the way for the
-    entropy's gradient (and, in ``bench/ablations.py``, the way before)."""
+    entropy's gradient, and the way when a plan says the fused head is off."""
     batch, length = targets.shape
     vocab = head.weight.shape[0]
     rows = max(1, CHUNK_ELEMENTS // max(1, length * vocab))

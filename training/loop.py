@@ -11,16 +11,11 @@ from typing import Any, TypeVar
 
 import torch
 
+from training.backend import Backend, backend_for
 from training.checkpoints import load_training_state
 from training.config import BaseConfig
 from training.metrics import MetricsSink, SampleRecord
-from training.runtime import (
-    release_freed_memory,
-    resolve_device,
-    resolve_dtype,
-    return_freed_memory_to_the_os,
-    seed_everything,
-)
+from training.runtime import resolve_device, resolve_dtype, seed_everything
 
 StepOutcome = tuple[dict[str, float], list[SampleRecord]]
 C = TypeVar("C", bound=BaseConfig)
@@ -44,7 +39,7 @@ def kl_stop_check(config: Any, state: Any, metrics: dict[str, float]) -> str | N
 
 def run_steps(config: C, state: S,
               step_fn: Callable[[C, S, Callable[[], bool]], StepOutcome | None], *,
-              start: int, sink: MetricsSink, should_stop: Callable[[], bool],
+              backend: Backend, start: int, sink: MetricsSink, should_stop: Callable[[], bool],
               save: Callable[[C, S, int, MetricsSink], str],
               stop_check: Callable[[C, S, dict[str, float]], str | None] = kl_stop_check
               ) -> tuple[TrainResult, dict[str, float]]:
@@ -53,7 +48,7 @@ def run_steps(config: C, state: S,
     ``stop_check`` gives a reason after a step (by default: ``kl/mean`` past ``kl_stop``).
     Samples are logged when a step returns some. Saves every ``checkpoint_every`` steps and
     after the last step done unless it was just saved. Returns the result and the last
-    step's metrics."""
+    step's metrics. ``backend`` gets back what the steps kept at the end."""
     result = TrainResult(steps=start, stop_reason="max_steps")
     metrics: dict[str, float] = {}
     saved_at = start
@@ -80,20 +75,20 @@ def run_steps(config: C, state: S,
             saved_at = step
     if result.steps > saved_at:
         result.checkpoints.append(save(config, state, result.steps, sink))
-    release_freed_memory()  # what the steps' heap kept for the next step
+    backend.release()  # what the steps kept for the next step
     return result, metrics
 
 
 def prepare(config: BaseConfig, resume_from: str | None
-            ) -> tuple[torch.device, torch.dtype, dict[str, Any] | None]:
-    """Device and dtype from the config, every RNG seeded, and the saved training state when
-    resuming from a checkpoint directory."""
+            ) -> tuple[Backend, torch.dtype, dict[str, Any] | None]:
+    """The device's backend (chosen once, here) and the dtype from the config, every RNG
+    seeded, and the saved training state when resuming from a checkpoint directory."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.precision, device)
-    if device.type == "cpu":
-        return_freed_memory_to_the_os()
+    backend = backend_for(device, config.engine)
+    backend.start()
     seed_everything(config.seed)
-    return device, dtype, load_training_state(Path(resume_from)) if resume_from else None
+    return backend, dtype, load_training_state(Path(resume_from)) if resume_from else None
 
 
 def warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int

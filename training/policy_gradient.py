@@ -40,13 +40,14 @@ from training.engine import (
     save_checkpoint,
     step_metrics,
 )
+from training.logprobs import PassPlan
 from training.loop import StepOutcome, TrainResult, prepare, run_steps, warmup_scheduler
 from training.losses import grpo_loss, masked_mean, token_weights
 from training.metrics import MetricsSink, NullSink
 from training.modelhub import load_tokenizer
 from training.reward_types import reward_source_names
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import Stopwatch, adamw, keep_training_memory, training_layers
+from training.runtime import Stopwatch
 from training.scoring import load_scorers, score
 
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
@@ -86,24 +87,25 @@ def train(config: PolicyGradientConfig, estimator: Estimator, *,
     def save(config: PolicyGradientConfig, state: State, step: int, sink: MetricsSink) -> str:
         return save_checkpoint(config, state, step, sink, algorithm=estimator.algorithm)
 
-    return run_steps(config, state, step, start=start, sink=sink or NullSink(),
+    return run_steps(config, state, step, backend=state.backend, start=start,
+                     sink=sink or NullSink(),
                      should_stop=should_stop, save=save)
 
 
 def setup_run(config: PolicyGradientConfig, resume_from: str | None) -> tuple[State, int]:
     """The run's state, fresh or from the checkpoint ``resume_from``; and the step reached."""
-    device, dtype, saved = prepare(config, resume_from)
+    backend, dtype, saved = prepare(config, resume_from)
     rows = read_rows(config.dataset_path)
     tokenizer = load_tokenizer(config.model_path)
-    policy, reference = load_policy(config, device, dtype, resume_from, saved,
+    policy, reference = load_policy(config, backend, dtype, resume_from, saved,
                                     with_reference=config.beta > 0)
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = adamw(params, lr=config.learning_rate, device=device)
+    optimizer = backend.optimizer(params, lr=config.learning_rate)
     scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     sampler = PromptSampler(len(rows), config.seed)
     names = reward_source_names([r.as_dict() for r in config.rewards])
     state = State(policy, reference, tokenizer, optimizer, scheduler, sampler, rows, names,
-                  device, load_scorers(config.rewards, names, device))
+                  backend, load_scorers(config.rewards, names, backend.device))
     if saved is None:
         return state, 0
     return state, restore_progress(state, saved,
@@ -145,9 +147,9 @@ def policy_gradient_step(config: PolicyGradientConfig, estimator: Estimator, sta
     # --- update ---
     weights = token_weights(rollout.action_mask, config.loss_type, config.max_new_tokens)
     loss_beta = 0.0 if estimator.kl_in_reward else config.beta
-    with training_layers(state.policy), keep_training_memory():
+    with state.backend.training_pass(state.policy) as plan:
         metrics |= _update(config, state, rollout, parts, advantages, weights, ref_logprobs,
-                           old_logprobs, loss_beta, clock)
+                           old_logprobs, loss_beta, clock, plan)
     # --- log ---
     step_s = time.perf_counter() - started
     metrics |= step_metrics(state, rollout, rewards, per_source, step_s, clock)
@@ -167,8 +169,9 @@ def _sequence_means(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _update(config: PolicyGradientConfig, state: State, rollout: Rollout,
             parts: Sequence[slice], advantages: torch.Tensor, weights: torch.Tensor,
             ref_logprobs: torch.Tensor | None, old_logprobs: torch.Tensor | None,
-            beta: float, clock: Stopwatch) -> dict[str, float]:
-    """``num_iterations`` optimiser updates over the micro-batches; token-weighted metrics."""
+            beta: float, clock: Stopwatch, plan: PassPlan) -> dict[str, float]:
+    """``num_iterations`` optimiser updates over the micro-batches, computed as the training
+    pass's ``plan`` says; token-weighted metrics."""
     mask = rollout.action_mask
     sums: dict[str, float] = {}
     clip_sums: dict[str, float] = {}
@@ -178,7 +181,7 @@ def _update(config: PolicyGradientConfig, state: State, rollout: Rollout,
         for mb in parts:
             logprobs, entropy = completion_logprobs(
                 state.policy, rollout.input_ids[mb], rollout.attention_mask[mb],
-                rollout.prompt_len, config.temperature, with_entropy=iteration == 0)
+                rollout.prompt_len, config.temperature, with_entropy=iteration == 0, plan=plan)
             old = old_logprobs[mb] if old_logprobs is not None else logprobs.detach()
             ref = ref_logprobs[mb] if ref_logprobs is not None else None
             loss, m = grpo_loss(logprobs, old, ref, advantages[mb], mask[mb], weights[mb],

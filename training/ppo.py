@@ -64,19 +64,14 @@ from training.engine import (
     save_checkpoint,
     step_metrics,
 )
+from training.logprobs import PassPlan
 from training.loop import TrainResult, prepare, run_steps, warmup_scheduler
 from training.losses import explained_variance, k3_kl, masked_mean, ppo_policy_loss, value_loss
 from training.metrics import MetricsSink, NullSink, SampleRecord
 from training.modelhub import load_tokenizer
 from training.reward_types import reward_source_names
 from training.rollout import Rollout, completion_logprobs, prompt_text
-from training.runtime import (
-    Stopwatch,
-    adamw,
-    keep_training_memory,
-    onednn_linears,
-    training_layers,
-)
+from training.runtime import Stopwatch
 from training.scoring import load_scorers, score
 
 
@@ -119,7 +114,8 @@ def train(config: PPOConfig, *, sink: MetricsSink | None = None,
           resume_from: str | None = None) -> tuple[TrainResult, dict[str, float]]:
     """Train ``config.model_path`` with PPO; returns the result and the last step's metrics."""
     state, start = setup_run(config, resume_from)
-    return run_steps(config, state, ppo_step, start=start, sink=sink or NullSink(),
+    return run_steps(config, state, ppo_step, backend=state.backend, start=start,
+                     sink=sink or NullSink(),
                      should_stop=should_stop, save=_checkpoint)
 
 
@@ -129,23 +125,24 @@ def _needs_reference(config: PPOConfig) -> bool:
 
 def setup_run(config: PPOConfig, resume_from: str | None) -> tuple[_PPOState, int]:
     """The run's state, fresh or from the checkpoint ``resume_from``; and the step reached."""
-    device, dtype, saved = prepare(config, resume_from)
+    backend, dtype, saved = prepare(config, resume_from)
     rows = read_rows(config.dataset_path)
     tokenizer = load_tokenizer(config.model_path)
-    policy, reference = load_policy(config, device, dtype, resume_from, saved,
+    policy, reference = load_policy(config, backend, dtype, resume_from, saved,
                                     with_reference=_needs_reference(config))
-    critic = build_critic(config, tokenizer, dtype=dtype, device=device).eval()
+    critic = backend.load(build_critic(config, tokenizer, dtype=dtype,
+                                       device=backend.device).eval())
     groups = [{"params": [p for p in net.parameters() if p.requires_grad]}
               for net in (policy, critic)]
-    optimizer = adamw(groups, lr=config.learning_rate, device=device)
+    optimizer = backend.optimizer(groups, lr=config.learning_rate)
     scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     names = reward_source_names([r.as_dict() for r in config.rewards])
     controller = (AdaptiveKLController(config.kl_coef, config.kl_target)
                   if config.kl_target is not None else None)
     state = _PPOState(policy, reference, tokenizer, optimizer, scheduler,
-                      PromptSampler(len(rows), config.seed), rows, names, device,
+                      PromptSampler(len(rows), config.seed), rows, names, backend,
                       critic=critic, kl_coef=config.kl_coef, kl_controller=controller,
-                      scorers=load_scorers(config.rewards, names, device))
+                      scorers=load_scorers(config.rewards, names, backend.device))
     if saved is None or resume_from is None:
         return state, 0
     start = restore_progress(state, saved, scheduler_steps=saved["step"])
@@ -184,8 +181,8 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
     if config.whiten_advantages:
         advantages = whiten(advantages, mask)
     # --- update ---
-    with training_layers(state.policy, state.critic), keep_training_memory():
-        metrics |= _update(config, state, rollout, frozen, advantages, returns)
+    with state.backend.training_pass(state.policy, state.critic) as plan:
+        metrics |= _update(config, state, rollout, frozen, advantages, returns, plan)
     clock.lap("update")
     if state.kl_controller is not None and "kl/mean" in metrics:
         state.kl_coef = state.kl_controller.update(metrics["kl/mean"], config.prompts_per_step)
@@ -200,11 +197,11 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
 
 def _evaluate_rollout(config: PPOConfig, state: _PPOState, rollout: Rollout) -> _Frozen:
     logprobs, entropy, values = [], [], []
-    with torch.inference_mode(), onednn_linears(state.policy, state.critic):
+    with state.backend.frozen_pass(state.policy, state.critic) as plan:
         for mb in frozen_parts(config, state, rollout):
             ids, attention = rollout.input_ids[mb], rollout.attention_mask[mb]
             lp, ent = completion_logprobs(state.policy, ids, attention, rollout.prompt_len,
-                                          config.temperature, with_entropy=True)
+                                          config.temperature, with_entropy=True, plan=plan)
             assert ent is not None
             logprobs.append(lp)
             entropy.append(ent)
@@ -247,8 +244,10 @@ def _rollout_metrics(state: _PPOState, frozen: _Frozen, returns: torch.Tensor,
 
 
 def _update(config: PPOConfig, state: _PPOState, rollout: Rollout, frozen: _Frozen,
-            advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
-    """``ppo_epochs`` x ``minibatches`` optimiser updates; token means of their metrics."""
+            advantages: torch.Tensor, returns: torch.Tensor, plan: PassPlan
+            ) -> dict[str, float]:
+    """``ppo_epochs`` x ``minibatches`` optimiser updates, computed as the training pass's
+    ``plan`` says; token means of their metrics."""
     size = config.prompts_per_step // config.minibatches
     mask = rollout.action_mask.float()
     sums: dict[str, float] = {}
@@ -265,7 +264,7 @@ def _update(config: PPOConfig, state: _PPOState, rollout: Rollout, frozen: _Froz
             for micro in micro_batches(size, micro_rows):
                 rows = minibatch[micro]
                 metrics = _backward(config, state, rollout, frozen, advantages[rows],
-                                    returns[rows], rows, minibatch_tokens)
+                                    returns[rows], rows, minibatch_tokens, plan)
                 n = float(mask[rows].sum())
                 tokens += n
                 for key, value in metrics.items():
@@ -281,13 +280,13 @@ def _update(config: PPOConfig, state: _PPOState, rollout: Rollout, frozen: _Froz
 
 def _backward(config: PPOConfig, state: _PPOState, rollout: Rollout, frozen: _Frozen,
               advantages: torch.Tensor, returns: torch.Tensor, rows: torch.Tensor,
-              minibatch_tokens: float) -> dict[str, float]:
+              minibatch_tokens: float, plan: PassPlan) -> dict[str, float]:
     """Loss of one micro-batch, back-propagated with its share of the minibatch's tokens."""
     ids, attention = rollout.input_ids[rows], rollout.attention_mask[rows]
     mask = rollout.action_mask[rows]
     logprobs, entropy = completion_logprobs(  # the entropy bonus needs its gradient
         state.policy, ids, attention, rollout.prompt_len, config.temperature,
-        with_entropy=config.entropy_coef > 0, entropy_grad=True)
+        with_entropy=config.entropy_coef > 0, entropy_grad=True, plan=plan)
     policy_loss, metrics = ppo_policy_loss(logprobs, frozen.old_logprobs[rows], advantages,
                                            mask, config.cliprange)
     values = state.critic(ids, attention, rollout.prompt_len)  # (b, T)

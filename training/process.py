@@ -12,7 +12,7 @@ THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 def prefer_huge_pages() -> bool:
     """Ask torch to back CPU tensors of 2 MB or more with transparent huge pages.
 
-    The engine hands freed tensors back to the system (``runtime.return_freed_memory_to_the_os``,
+    The engine hands freed tensors back to the system (``heap.return_freed_memory_to_the_os``,
     which keeps a step's peak low), so each step maps large activations and gradients afresh,
     and the kernel faults them in 4 kB at a time; with huge pages they fault 2 MB at a time
     (fewer faults, shorter steps, the same peak: docs/performance.md). torch reads the switch

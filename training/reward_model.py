@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from training.algorithms.reward_model import RewardModelConfig
+from training.backend import Backend
 from training.checkpoints import restore_optimizer, save_checkpoint_dir
 from training.data import PromptSampler
 from training.loop import TrainResult, prepare, run_steps, warmup_scheduler
@@ -46,13 +47,7 @@ from training.reward_scorer import (
     score_pairs,
 )
 from training.rollout import prompt_text
-from training.runtime import (
-    peak_memory_mb,
-    rng_state,
-    set_rng_state,
-    use_gradient_checkpointing,
-    weights_in_own_memory,
-)
+from training.runtime import peak_memory_mb, rng_state, set_rng_state, use_gradient_checkpointing
 
 __all__ = ["TrainResult", "bradley_terry_loss", "train"]
 
@@ -90,13 +85,17 @@ class _State:
     sampler: PromptSampler
     train_pairs: list[PreferencePair]
     eval_pairs: list[PreferencePair]
-    device: torch.device
+    backend: Backend
     prompts: int = 0
     eval_prompts: int = 0
     elapsed_s: float = 0.0
     pairs_total: int = 0
     best_accuracy: float | None = None
     evals_since_best: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
 
 
 def train(config: RewardModelConfig, *, sink: MetricsSink | None = None,
@@ -108,7 +107,8 @@ def train(config: RewardModelConfig, *, sink: MetricsSink | None = None,
     state, start = _setup(config, resume_from)
     config = dataclasses.replace(config, max_steps=config.steps_for(len(state.train_pairs)))
     sink.log_total_steps(config.max_steps)
-    return run_steps(config, state, _step_with_eval, start=start, sink=sink,
+    return run_steps(config, state, _step_with_eval, backend=state.backend, start=start,
+                     sink=sink,
                      should_stop=should_stop, save=_checkpoint, stop_check=_early_stop)
 
 
@@ -149,18 +149,19 @@ def _early_stop(config: RewardModelConfig, state: _State, metrics: dict[str, flo
 
 
 def _setup(config: RewardModelConfig, resume_from: str | None) -> tuple[_State, int]:
-    device, dtype, saved = prepare(config, resume_from)
+    backend, dtype, saved = prepare(config, resume_from)
     split = split_pairs(read_pairs(config.dataset_path), config.eval_fraction, config.seed)
     train_pairs, eval_pairs = split.train, split.eval
     tokenizer = load_reward_tokenizer(config.model_path)
-    model = _load_trainable(config, tokenizer, device, dtype, resume_from, saved)
+    model = backend.load(_load_trainable(config, tokenizer, backend.device, dtype, resume_from,
+                                         saved))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    optimizer = backend.optimizer(params, lr=config.learning_rate)
     scheduler = warmup_scheduler(optimizer, config.warmup_steps)
     sampler = PromptSampler(len(train_pairs), config.seed)
     state = _State(model, tokenizer, optimizer, scheduler, sampler, train_pairs, eval_pairs,
-                   device, prompts=split.prompts, eval_prompts=split.eval_prompts)
+                   backend, prompts=split.prompts, eval_prompts=split.eval_prompts)
     if saved is None:
         return state, 0
     restore_optimizer(optimizer, saved)
@@ -178,8 +179,8 @@ def _load_trainable(config: RewardModelConfig, tokenizer: Any, device: torch.dev
                     saved: dict[str, Any] | None) -> Any:
     """The model to fit: every weight, or LoRA adapters plus the whole (new) head."""
     if not config.lora_rank:
-        full = weights_in_own_memory(load_reward_model(
-            resume_from or config.model_path, tokenizer, dtype=dtype, device=device))
+        full = load_reward_model(resume_from or config.model_path, tokenizer, dtype=dtype,
+                                 device=device)
         return use_gradient_checkpointing(full, config.gradient_checkpointing)
     from peft import LoraConfig, TaskType, get_peft_model, set_peft_model_state_dict
 
@@ -203,10 +204,11 @@ def reward_model_step(config: RewardModelConfig, state: _State) -> dict[str, flo
     rejected = [format_pair(state.tokenizer, p.prompt, p.rejected) for p in batch]
     margin = torch.tensor([p.margin for p in batch], device=state.device)  # (B,)
     # --- update ---
-    rewards = rewards_of(state.model, state.tokenizer, chosen + rejected,
-                         config.max_length)  # (2B,) chosen first
-    loss, m = bradley_terry_loss(rewards[:len(batch)], rewards[len(batch):], margin)
-    loss.backward()
+    with state.backend.training_pass(state.model):
+        rewards = rewards_of(state.model, state.tokenizer, chosen + rejected,
+                             config.max_length)  # (2B,) chosen first
+        loss, m = bradley_terry_loss(rewards[:len(batch)], rewards[len(batch):], margin)
+        loss.backward()
     params = [p for p in state.model.parameters() if p.requires_grad]
     lr = state.optimizer.param_groups[0]["lr"]
     # max_grad_norm 0 means no clipping; the norm is still measured and logged
@@ -240,12 +242,13 @@ def evaluate(config: RewardModelConfig, state: _State
     pairs = state.eval_pairs
     state.model.eval()
     try:
-        batch = max(1, 2 * config.batch_size)
-        prompts = [p.prompt for p in pairs]
-        chosen = score_pairs(state.model, state.tokenizer, prompts, [p.chosen for p in pairs],
-                             config.max_length, batch)
-        rejected = score_pairs(state.model, state.tokenizer, prompts,
-                               [p.rejected for p in pairs], config.max_length, batch)
+        with state.backend.frozen_pass(state.model):
+            batch = max(1, 2 * config.batch_size)
+            prompts = [p.prompt for p in pairs]
+            chosen = score_pairs(state.model, state.tokenizer, prompts,
+                                 [p.chosen for p in pairs], config.max_length, batch)
+            rejected = score_pairs(state.model, state.tokenizer, prompts,
+                                   [p.rejected for p in pairs], config.max_length, batch)
     finally:
         state.model.train()
     margin = torch.tensor([p.margin for p in pairs])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,9 +10,9 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
+from training.backend import Backend, backend_for
 from training.decode import decoder_and_head, sample, uses_lean_decoder
 from training.logprobs import completion_logprobs
-from training.runtime import decode_linears, reuse_freed_memory
 
 __all__ = ["Rollout", "completion_logprobs", "generate", "prompt_text", "render_prompt"]
 
@@ -89,11 +88,13 @@ def eos_token_ids(model: PreTrainedModel, tokenizer: Any) -> list[int]:
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *,
              group_size: int, max_new_tokens: int, temperature: float, top_p: float,
              max_prompt_tokens: int, should_stop: Callable[[], bool] = lambda: False,
-             min_new_tokens: int = 0) -> Rollout:
+             min_new_tokens: int = 0, backend: Backend | None = None) -> Rollout:
     """Sample ``group_size`` completions for each rendered prompt, with the KV cache: our own
     loop (:mod:`training.decode`, each prompt computed once for its group) where the
-    architecture allows, else ``model.generate``."""
+    architecture allows, else ``model.generate``; decoding as ``backend`` (by default the
+    model's device's) says."""
     device = next(model.parameters()).device
+    backend = backend or backend_for(device)
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True,
                     max_length=max_prompt_tokens, add_special_tokens=False)
     unique_ids, unique_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
@@ -103,16 +104,15 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *,
     poll = _PollStop(should_stop)
     was_training = model.training
     model.eval()
-    if decoder_and_head(model) is not None:
-        # the lean decoder lays its own (fused) weights out; the model's forward needs its
-        # layers' copies
-        packing = contextlib.nullcontext() if uses_lean_decoder(model) else \
-            decode_linears(model, rows=prompt_ids.shape[0])
-        with packing, reuse_freed_memory(keep=True):
+    switches = backend.switches
+    if switches.own_sampler and decoder_and_head(model) is not None:
+        lean = switches.lean_decoder and uses_lean_decoder(model)
+        with backend.decoding(model, rows=prompt_ids.shape[0], lean=lean):
             completion_ids, _ = sample(
                 model, unique_ids, unique_mask, group_size=group_size,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos=eos,
-                pad_id=tokenizer.pad_token_id, min_new_tokens=min_new_tokens, stop=poll)
+                pad_id=tokenizer.pad_token_id, min_new_tokens=min_new_tokens, stop=poll,
+                lean=lean)
     else:
         gen_config = GenerationConfig(
             do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
