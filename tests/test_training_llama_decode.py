@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from tests.training_helpers import one_torch_thread, tiny_model, tiny_tokenizer
 from training import llama_decode
@@ -84,6 +93,34 @@ def test_qwen2s_attention_biases_and_untied_head_are_reproduced():
         assert torch.allclose(lean, plain, atol=1e-5)
 
 
+def _left_padded_ids() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(0, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    return ids, mask
+
+
+def test_qwen3s_per_head_q_and_k_norms_are_reproduced():
+    model = _small(Qwen3ForCausalLM, Qwen3Config, head_dim=16)
+    with torch.no_grad():  # norm weights away from their initial ones
+        for layer in model.model.layers:
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+
+    for lean, plain in _both_ways(model, *_left_padded_ids()):
+        assert torch.allclose(lean, plain, atol=1e-5)
+
+
+def test_mistral_decodes_lean_while_its_window_holds_the_whole_rollout():
+    model = _small(MistralForCausalLM, MistralConfig, sliding_window=32)
+    parts = decoder_and_head(model)
+
+    for lean, plain in _both_ways(model, *_left_padded_ids()):  # 9 + 5 + 1 <= 32 positions
+        assert torch.allclose(lean, plain, atol=1e-5)
+    assert llama_decode.lean_decoder(model, *parts, rows=2, capacity=33) is None
+    assert uses_lean_decoder(model, capacity=32) and not uses_lean_decoder(model)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["merged", "factored"])
 def test_lora_adapters_are_in_the_lean_steps_logits(dtype):
     """A LoRA-wrapped policy (the engine's all-linear adapters, trained away from zero)
@@ -118,8 +155,9 @@ def test_what_the_steps_do_not_reproduce_goes_through_the_models_forward():
                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True))
     assert not uses_lean_decoder(dora)  # DoRA's magnitudes would be skipped
     assert not uses_lean_decoder(_small(LlamaForCausalLM, LlamaConfig, hidden_act="gelu"))
-    assert not uses_lean_decoder(_small(Qwen2ForCausalLM, Qwen2Config, use_sliding_window=True,
-                                        sliding_window=4))
+    sliding = _small(Qwen2ForCausalLM, Qwen2Config, use_sliding_window=True, sliding_window=4,
+                     max_window_layers=0)  # every layer slides (none would below layer 0)
+    assert not uses_lean_decoder(sliding, capacity=16)
     dynamic = _small(LlamaForCausalLM, LlamaConfig,
                      rope_scaling={"rope_type": "dynamic", "factor": 2.0})
     assert not uses_lean_decoder(dynamic)

@@ -45,9 +45,9 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def grpo_config(tmp_path: Path, *, rows: list[dict[str, Any]] | None = None,
                 rewards: list[dict[str, Any]] | None = None, output: str = "out",
-                algorithm: str = "grpo", **hyperparameters: Any) -> Any:
-    """A tiny-llama config of a critic-free algorithm (GRPO unless ``algorithm`` says): 2
-    prompts x 2 completions of at most 8 tokens per step."""
+                algorithm: str = "grpo", model: Path = TINY_LLAMA, **hyperparameters: Any) -> Any:
+    """A tiny-llama (or ``model``) config of a critic-free algorithm (GRPO unless
+    ``algorithm`` says): 2 prompts x 2 completions of at most 8 tokens per step."""
     from training.algorithms import build_config
 
     dataset = tmp_path / "rows.jsonl"
@@ -56,7 +56,7 @@ def grpo_config(tmp_path: Path, *, rows: list[dict[str, Any]] | None = None,
     values = {"max_steps": 3, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8,
               "learning_rate": 1e-3, "samples_per_step": 8}
     values.update(hyperparameters)
-    return build_config(algorithm, values, model_path=str(TINY_LLAMA), dataset_path=str(dataset),
+    return build_config(algorithm, values, model_path=str(model), dataset_path=str(dataset),
                         output_dir=str(tmp_path / output), device="cpu",
                         rewards=rewards or [{"type": "length", "target": 20, "weight": 1.0}])
 
@@ -129,8 +129,9 @@ def rm_config(tmp_path: Path, *, rows: list[dict[str, Any]] | None = None, outpu
 
 
 def ppo_config(tmp_path: Path, *, rewards: list[dict[str, Any]] | None = None,
-               output: str = "out", **hyperparameters: Any) -> Any:
-    """A tiny-llama PPO config: 4 prompts of at most 8 tokens, 2 epochs of 2 minibatches."""
+               output: str = "out", model: Path = TINY_LLAMA, **hyperparameters: Any) -> Any:
+    """A tiny-llama (or ``model``) PPO config: 4 prompts of at most 8 tokens, 2 epochs of 2
+    minibatches."""
     from training.algorithms import build_config
 
     dataset = tmp_path / "rows.jsonl"
@@ -139,6 +140,6 @@ def ppo_config(tmp_path: Path, *, rewards: list[dict[str, Any]] | None = None,
     values = {"max_steps": 3, "prompts_per_step": 4, "minibatches": 2, "ppo_epochs": 2,
               "max_new_tokens": 8, "learning_rate": 1e-3, "samples_per_step": 8}
     values.update(hyperparameters)
-    return build_config("ppo", values, model_path=str(TINY_LLAMA), dataset_path=str(dataset),
+    return build_config("ppo", values, model_path=str(model), dataset_path=str(dataset),
                         output_dir=str(tmp_path / output), device="cpu",
                         rewards=rewards or [{"type": "length", "target": 20, "weight": 1.0}])

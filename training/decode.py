@@ -85,11 +85,12 @@ def decoder_and_head(model: Any) -> tuple[Any, Any] | None:
     return decoder, head
 
 
-def uses_lean_decoder(model: Any) -> bool:
+def uses_lean_decoder(model: Any, *, capacity: int | None = None) -> bool:
     """Whether :func:`sample` decodes ``model`` with :mod:`training.llama_decode`'s steps
-    (which lay their weights out themselves) rather than the model's own forward."""
+    (which lay their weights out themselves) rather than the model's own forward, for
+    sequences of up to ``capacity`` positions (None: of any length)."""
     parts = decoder_and_head(model)
-    return parts is not None and llama_decode.supports(model, *parts)
+    return parts is not None and llama_decode.supports(model, *parts, capacity=capacity)
 
 
 def cache_kwarg(decoder: Any) -> str:

@@ -1,5 +1,5 @@
-"""Prefill and decode steps for Llama-family trunks (Llama, SmolLM, Qwen2) in a few tensor
-operations a layer, on a KV cache of our own.
+"""Prefill and decode steps for Llama-family trunks (Llama, SmolLM, Qwen2, Qwen3, Mistral) in a
+few tensor operations a layer, on a KV cache of our own.
 
 Why not the model's own forward inside the decode loop: for the few rows of a decode step the
 products are cheap, and what Hugging Face runs around them (a module call per projection and
@@ -19,8 +19,11 @@ SmolLM2 decode step on a CPU. Here:
 The numbers are the model's own up to float rounding (``tests/test_training_decode.py``
 compares logits with the Hugging Face forward, left padding and LoRA adapters included:
 merged into the laid-out copies on the CPU at fp32, as PEFT computes them elsewhere).
-Anything outside what this reproduces (other adapter kinds, sliding windows, q/k norms, other
-activations or norms) is left to the model's forward: :func:`lean_decoder` returns None.
+Qwen3's per-head q/k norms are applied before the rotary, as its attention does; a sliding
+window (Mistral, Qwen2/3 with ``use_sliding_window``) is reproduced only where it cannot bite,
+when the whole rollout fits in it. Anything else (other adapter kinds, a window shorter than
+the rollout, other activations or norms: Gemma, Phi-3's fused projections, GPT-NeoX) is left
+to the model's forward: :func:`lean_decoder` returns None.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from training.kernels import can_pack, packed_product
 from training.layers import is_plain_embedding, is_plain_linear
 
-SUPPORTED_TYPES = ("llama", "qwen2")
+SUPPORTED_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 # rotary types whose angles depend on the sequence length seen so far: one table cannot hold
 DYNAMIC_ROPE = ("dynamic", "longrope")
 
@@ -125,28 +128,47 @@ def _reproducible_linear(module: Any) -> bool:
     return is_plain_linear(module) or _adapters(module) is not None
 
 
-def _supported(base: Any, decoder: Any, head: Any) -> bool:
+def sliding_window(config: Any) -> int | None:
+    """The attention window some layer of the model keeps, or None when every layer sees the
+    whole sequence (Mistral's ``sliding_window`` applies to all layers; Qwen2/3 and later
+    declare it per layer in ``layer_types``)."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if not window or (layer_types is not None and "sliding_attention" not in layer_types):
+        return None
+    return int(window)
+
+
+def _rms_norm_like(norm: Any) -> bool:
+    return type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon")
+
+
+def _supported(base: Any, decoder: Any, head: Any, capacity: int | None) -> bool:
     config = base.config
     if getattr(config, "model_type", None) not in SUPPORTED_TYPES:
         return False
-    if getattr(config, "hidden_act", None) != "silu" or getattr(config, "use_sliding_window",
-                                                                 False):
+    if getattr(config, "hidden_act", None) != "silu":
         return False
+    window = sliding_window(config)
+    if window is not None and (capacity is None or capacity > window):
+        return False  # the window would hide keys that the steps here would attend to
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) in DYNAMIC_ROPE:
         return False
     if not (is_plain_linear(head) and is_plain_embedding(decoder.embed_tokens)
-            and hasattr(decoder, "rotary_emb") and hasattr(decoder.norm, "variance_epsilon")):
+            and hasattr(decoder, "rotary_emb") and _rms_norm_like(decoder.norm)):
         return False
     for layer in decoder.layers:
         attn, mlp = layer.self_attn, layer.mlp
         parts = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")] + \
             [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
-        if not all(_reproducible_linear(p) for p in parts) or hasattr(attn, "q_norm"):
+        if not all(_reproducible_linear(p) for p in parts):
             return False
-        norms = (layer.input_layernorm, layer.post_attention_layernorm)
-        if not all(type(n).__name__.endswith("RMSNorm") and hasattr(n, "variance_epsilon")
-                   for n in norms):
+        qk_norms = [getattr(attn, n, None) for n in ("q_norm", "k_norm")]
+        if any(n is not None for n in qk_norms) and not all(_rms_norm_like(n) for n in qk_norms):
+            return False
+        if not all(_rms_norm_like(n) for n in (layer.input_layernorm,
+                                              layer.post_attention_layernorm)):
             return False
     return True
 
@@ -165,6 +187,7 @@ class _Layer:
         self.gate_up = _fused([mlp.gate_proj, mlp.up_proj], rows)
         self.down = _layer_product(mlp.down_proj, rows)
         self.norm_in, self.norm_post = layer.input_layernorm, layer.post_attention_layernorm
+        self.q_norm, self.k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
         self.scaling = float(attn.scaling)
 
 
@@ -248,6 +271,9 @@ class LeanDecoder:
         for layer, keys, values in zip(self.layers, self.keys, self.values, strict=True):
             qkv = layer.qkv(_rms_norm(x, layer.norm_in)).view(-1, h + 2 * kv, d)
             qk = qkv[:, :h + kv]
+            if layer.q_norm is not None:  # Qwen3: each head's q and k normed before the rotary
+                qk = torch.cat([_rms_norm(qk[:, :h], layer.q_norm),
+                                _rms_norm(qk[:, h:], layer.k_norm)], dim=1)
             qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # rotary, q and k at once
             q = qk[:, :h].view(batch, seq, h, d).transpose(1, 2)  # (batch, h, seq, D)
             keys[:, :, start:end] = qk[:, h:].view(batch, seq, kv, d).transpose(1, 2)
@@ -262,17 +288,18 @@ class LeanDecoder:
         return x
 
 
-def supports(model: Any, decoder: Any, head: Any) -> bool:
+def supports(model: Any, decoder: Any, head: Any, *, capacity: int | None = None) -> bool:
     """Whether ``model`` (PEFT-wrapped or not), whose trunk and LM head are ``decoder`` and
-    ``head`` (:func:`training.decode.decoder_and_head`), is one this module reproduces."""
+    ``head`` (:func:`training.decode.decoder_and_head`), is one this module reproduces for
+    sequences of up to ``capacity`` positions (None: of any length)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return _supported(base, decoder, head)
+    return _supported(base, decoder, head, capacity)
 
 
 def lean_decoder(model: Any, decoder: Any, head: Any, *, rows: int, capacity: int
                  ) -> LeanDecoder | None:
     """A :class:`LeanDecoder` for ``model`` where :func:`supports` says so, else None."""
-    if not supports(model, decoder, head):
+    if not supports(model, decoder, head, capacity=capacity):
         return None
     with torch.no_grad():
         return LeanDecoder(decoder, head, rows, capacity)

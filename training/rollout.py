@@ -106,7 +106,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *,
     model.eval()
     switches = backend.switches
     if switches.own_sampler and decoder_and_head(model) is not None:
-        lean = switches.lean_decoder and uses_lean_decoder(model)
+        lean = switches.lean_decoder and uses_lean_decoder(
+            model, capacity=prompt_ids.shape[1] + max_new_tokens)
         with backend.decoding(model, rows=prompt_ids.shape[0], lean=lean):
             completion_ids, _ = sample(
                 model, unique_ids, unique_mask, group_size=group_size,
