@@ -22,8 +22,13 @@ if not os.environ.get("REDIS_URL"):
         _private = localredis.start_private(Path(os.environ["RLHF_VAR_DIR"]) / "redis")
         atexit.register(_private.stop)
         os.environ["REDIS_URL"] = _private.url
+# The Hugging Face cache the registry lists: the tests' own (empty unless a test fills it).
+os.environ["HF_HUB_CACHE"] = str(Path(os.environ["RLHF_VAR_DIR"]) / "hf-hub")
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the suite may reach the hub
 os.environ.setdefault("RLHF_TRAINING_QUEUE", f"test-training-{os.getpid()}")
 os.environ.setdefault("RLHF_EVENTS_PREFIX", f"rlhf-test-{os.getpid()}:run-events:")
+os.environ.setdefault("RLHF_WORKERS_PREFIX", f"rlhf-test-{os.getpid()}:workers:")
+os.environ.setdefault("RLHF_WORKER_PRESENCE_INTERVAL_S", "2")
 # Production settings refuse to start without a key; the tests (and their worker) use this one.
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-" + "k7Qw2xZp9R" * 5)
 

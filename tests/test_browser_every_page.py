@@ -13,7 +13,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.browser import chromium_page, sign_in
+from tests.hf_cache import cache_model
 from tests.site_data import make_site
+from tests.training_helpers import TINY_LLAMA
+from tests.runs_helpers import make_dataset, make_run
+from webapp.runs.models import Run
+from webapp.workers_presence import presence_client, presence_remove, presence_write
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 SHOTS = os.environ.get("PAGE_SCREENSHOTS")
@@ -53,6 +58,7 @@ def site_pages(site) -> list[tuple[str, str, int]]:
         ("labeling", "/labeling/", 200), ("batch", f"/labeling/{site.batch}/", 200),
         ("rank", f"/labeling/{site.batch}/rank/", 200),
         ("models", "/models/", 200), ("tokens", "/accounts/tokens/", 200),
+        ("workers", "/workers/", 200),
         ("playground", "/playground/", 200),
         ("api-docs", "/api/docs", 200), ("not-found", "/no-such-page/", 404),
     ]
@@ -107,10 +113,39 @@ def visit(tab, watch, base, name, path, status, width):
     return {"overflow": overflow, "foreign": foreign, "errors": errors}
 
 
+GPU_WORKER = "gpu-worker-1@a-rather-long-host-name.example"
+
+
+def _cached_and_working(settings, tmp_path, site) -> None:
+    """A model in the Hugging Face cache (a long name) and one refused, and a worker with two
+    GPUs running a run, for the models and workers pages (the user is staff)."""
+    settings.HF_HUB_CACHE = tmp_path / "hub"
+    cache_model(settings.HF_HUB_CACHE, "HuggingFaceTB/SmolLM2-135M-Instruct-with-a-long-name",
+                TINY_LLAMA)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (pickled / "pytorch_model.bin").write_bytes(b"0")
+    cache_model(settings.HF_HUB_CACHE, "some-org/pickled-weights", pickled)
+    gpu = {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "total_mb": 81559,
+           "free_mb": 80100, "bf16": True, "capability": "9.0", "threads": None}
+    settings.WORKER_PRESENCE_INTERVAL_S = 300  # present through the whole walk
+    presence_write(presence_client(), name=GPU_WORKER,
+                   queues=["training"], pid=1,
+                   devices=[gpu | {"index": 0}, gpu | {"index": 1}])
+    user = site.grpo.owner
+    held = make_run(user, make_dataset(user, "held"), name="on the GPUs", steps=1, finish=None)
+    Run.objects.filter(pk=held.pk).update(worker=GPU_WORKER)
+    user.is_staff = True
+    user.save()
+
+
 def test_every_page_fits_a_phone_and_a_laptop_and_asks_no_other_host(
-        live_server, api, user, other_api, transactional_db, settings, tmp_path):
+        live_server, api, user, other_api, transactional_db, settings, tmp_path, request):
     settings.CHECKPOINTS_DIR = tmp_path / "checkpoints"
     site = make_site(api, user, other_api)
+    _cached_and_working(settings, tmp_path, site)
+    request.addfinalizer(lambda: presence_remove(presence_client(), GPU_WORKER))
     problems = {}
     with chromium_page(height=900) as tab:
         watch = Watch(tab, live_server.url)

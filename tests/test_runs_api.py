@@ -177,7 +177,9 @@ def test_the_models_list_has_the_bundled_tiny_model_and_checkpoints_of_own_runs(
     mine = {m["id"]: m for m in api.get("/api/models").json()}
     assert mine["tiny-llama"]["source"] == "bundled"
     assert mine[f"ckpt-{checkpoint.pk}"] == {"id": f"ckpt-{checkpoint.pk}", "kind": "policy",
-                                             "source": "checkpoint",
+                                             "source": "checkpoint", "ready": True,
+                                             "revision": None, "problem": None,
+                                             "card": None,  # no files at "p"
                                              "name": "r · step 3", "checkpoint": checkpoint.pk,
                                              "run": run["id"], "step": 3,
                                              "parent": "tiny-llama"}

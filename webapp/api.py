@@ -61,10 +61,13 @@ ERROR_SCHEMA = {
                  "description": "the rows of an upload that are wrong"},
     }}
 # What each kind of operation can answer besides its success, all in the error shape above.
-ERRORS = {400: "Malformed request", 401: "No token, or a bad one",
+ERRORS = {400: "Malformed request", 401: "No token, or a bad one", 403: "Staff only",
           404: "Missing, or not yours", 409: "The object is in the wrong state for this",
           413: "The body is too large", 415: "Unsupported upload type",
           422: "Valid JSON but invalid values (fields names them)"}
+
+
+STAFF_ONLY = "x-staff-only"  # an operation's extension: it answers 403 to other users
 
 
 class WorkbenchAPI(NinjaAPI):
@@ -82,6 +85,8 @@ class WorkbenchAPI(NinjaAPI):
                     statuses |= {400, 413, 415}
                 if method in ("post", "patch", "put", "delete"):
                     statuses.add(409)
+                if operation.get(STAFF_ONLY):
+                    statuses.add(403)
                 responses = operation.setdefault("responses", {})
                 for status in sorted(statuses):
                     responses.setdefault(str(status), {
@@ -165,6 +170,8 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
 
 
 api.add_router("/datasets", "webapp.datasets.api.router")
+api.add_router("/", "webapp.runs.registry_api.router")
+api.add_router("/", "webapp.workers_api.router")
 api.add_router("/", "webapp.runs.api.router")
 api.add_router("/labeling", "webapp.labeling.api.router")
 api.add_router("/playground", "webapp.playground.api.router")

@@ -40,6 +40,13 @@ class Invalid(ServiceError):
     code = "invalid"
 
 
+class Forbidden(ServiceError):
+    """Allowed to staff users only (never for another user's object: that is a 404)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class WrongState(ServiceError):
     status = 409
     code = "wrong_state"

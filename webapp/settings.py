@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from training.devices import check_spec
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -74,6 +76,12 @@ MODELS_DIR = Path(env_str("RLHF_MODELS_DIR", str(VAR_DIR / "models"))).resolve()
 LOCAL_MODELS = env_json("RLHF_LOCAL_MODELS", {})
 if not isinstance(LOCAL_MODELS, dict):
     raise ImproperlyConfigured("RLHF_LOCAL_MODELS must be a JSON object of id: directory")
+
+# The Hugging Face hub cache the registry lists (hf:<org>/<name>) and downloads into; as
+# huggingface_hub finds it: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub.
+# Workers read the same directory (shared storage, as VAR_DIR is).
+HF_HUB_CACHE = Path(env_str("HF_HUB_CACHE", "") or Path(
+    env_str("HF_HOME", "") or Path.home() / ".cache" / "huggingface") / "hub").expanduser()
 
 # Upload limits, in bytes: the file as sent, and its content after gzip decompression.
 UPLOAD_MAX_BYTES = env_int("RLHF_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
@@ -219,6 +227,14 @@ CELERY_TASK_ROUTES = {"workers.tasks.train_run_task": {"queue": TRAINING_QUEUE},
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Live metric streams: one Redis Stream per run, trimmed and expired after the run ends.
 EVENTS_STREAM_PREFIX = env_str("RLHF_EVENTS_PREFIX", "rlhf:run-events:")
+# Each worker says it is up (name, queues, devices) every RLHF_WORKER_PRESENCE_INTERVAL_S;
+# RLHF_WORKER_DEVICES says which devices it offers (training/devices.py).
+WORKER_PRESENCE_PREFIX = env_str("RLHF_WORKERS_PREFIX", "rlhf:workers:")
+WORKER_PRESENCE_INTERVAL_S = env_int("RLHF_WORKER_PRESENCE_INTERVAL_S", 15)
+try:
+    WORKER_DEVICES = check_spec(env_str("RLHF_WORKER_DEVICES", "auto"))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 EVENTS_STREAM_MAXLEN = env_int("RLHF_EVENTS_MAXLEN", 100_000)
 EVENTS_STREAM_TTL_S = env_int("RLHF_EVENTS_TTL_S", 24 * 3600)
 SSE_KEEPALIVE_S = env_int("RLHF_SSE_KEEPALIVE_S", 15)

@@ -16,6 +16,7 @@ urlpatterns = [
     path("runs/", include("webapp.runs.urls")),
     path("labeling/", include("webapp.labeling.urls")),
     path("models/", include("webapp.runs.registry_urls")),
+    path("workers/", views.workers_page, name="workers"),
     path("playground/", include("webapp.playground.urls")),
     # Server-sent events stream for hours, so they bypass the API router (plain Django view).
     path("api/runs/<int:run_id>/events", sse.run_events, name="run-events"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
@@ -48,3 +49,19 @@ def preload_engine(**_: object) -> None:
         return
     for name in engine_modules():
         importlib.import_module(name)
+
+
+@celeryd_after_setup.connect
+def start_presence(sender: str, instance: Any, **_: Any) -> None:
+    """The worker's name, queues and devices, written every interval until it stops."""
+    from workers import presence
+
+    presence.start(sender, sorted(instance.app.amqp.queues.consume_from
+                                  or instance.app.amqp.queues))
+
+
+@worker_shutdown.connect
+def stop_presence(**_: Any) -> None:
+    from workers import presence
+
+    presence.stop()

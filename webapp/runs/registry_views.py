@@ -4,7 +4,9 @@ what depends on it; and deleting a checkpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -12,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from training.algorithms import algorithms
 from webapp.errors import ServiceError
 from webapp.runs import deletion, selectors
 from webapp.runs.checkpoints import (
@@ -23,9 +26,21 @@ from webapp.runs.checkpoints import (
     dependants_by_checkpoint,
 )
 from webapp.runs.models import Checkpoint
-from webapp.runs.registry import ModelEntry, model_list
+from training.model_files import ModelCard
+from webapp.runs.registry import ModelEntry, card_json, checkpoint_card, model_list
 
 CHECKPOINTS_SHOWN = 300
+
+
+@dataclass
+class BaseModelRow:
+    entry: ModelEntry
+    card: dict[str, Any] | None
+
+    @property
+    def algorithms(self) -> list[str]:
+        titles = {s.id: s.title for s in algorithms()}
+        return [titles.get(a, a) for a in (self.card or {}).get("algorithms", [])]
 
 
 @dataclass
@@ -34,6 +49,7 @@ class CheckpointRow:
     lineage: list[Ancestor]
     disk: DiskUsage
     dependants: list[Dependant]
+    card: ModelCard | None
 
     @property
     def deletable(self) -> bool:
@@ -46,7 +62,7 @@ def _checkpoint_rows(user: object) -> list[CheckpointRow]:
     known = {c.pk: c for c in checkpoints}
     dependants = dependants_by_checkpoint(checkpoints)
     return [CheckpointRow(c, checkpoint_lineage(c, known), checkpoint_disk_usage(c),
-                          dependants[c.pk]) for c in checkpoints]
+                          dependants[c.pk], checkpoint_card(c)) for c in checkpoints]
 
 
 @login_required
@@ -55,7 +71,9 @@ def model_list_page(request: HttpRequest) -> HttpResponse:
     entries: list[ModelEntry] = model_list(user=request.user, include_unready=True)
     rows = _checkpoint_rows(request.user)
     return render(request, "runs/models.html", {
-        "bundled": [e for e in entries if e.source in ("bundled", "local")],
+        "base_models": [BaseModelRow(e, card_json(e) if e.ready else None) for e in entries
+                        if e.source != "checkpoint"],
+        "hf_cache": settings.HF_HUB_CACHE,
         "policies": [r for r in rows if not r.checkpoint.run.produces_reward_model],
         "reward_models": [r for r in rows if r.checkpoint.run.produces_reward_model],
         "shown_max": CHECKPOINTS_SHOWN, "truncated": len(rows) >= CHECKPOINTS_SHOWN,

@@ -78,3 +78,15 @@ def ordinal(n: int) -> str:
 def get_item(mapping: object, key: str) -> object:
     """``mapping[key]`` in a template (None when absent or not a mapping)."""
     return mapping.get(key) if isinstance(mapping, dict) else None
+
+
+@register.filter
+def parameters(count: int | None) -> str:
+    """A parameter count as people say it: 3.2M, 135M, 1.5B."""
+    if count is None:
+        return "–"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= scale:
+            value = count / scale
+            return f"{value:.1f}{suffix}" if value < 10 else f"{value:.0f}{suffix}"
+    return str(count)
