@@ -5,7 +5,9 @@
 #   2. bench/vs_trl.py on the GPU, bf16 then fp32 (goal: 2x TRL's tokens/s there too);
 #   3. bench/decode_bandwidth.py: the decode step's share of the HBM bandwidth bound (and the
 #      lean steps against the model's forward, with and without LoRA);
-#   4. bench/vs_trl_ppo.py on the GPU, fp32 (TRL 1.12's PPOTrainer, from its own wheel).
+#   4. bench/vs_trl_ppo.py on the GPU, fp32 (TRL 1.12's PPOTrainer, from its own wheel);
+#   5. the memory estimate against torch.cuda.max_memory_allocated for GRPO and PPO of a
+#      Qwen2.5-0.5B-shaped random model (bench/estimate_memory.py --device cuda).
 # Results land in $OUT (the device tool brings them back): one log or JSON file per part.
 #
 # Here, before: `make gpu-carry` (TRL's wheels, tiny-llama, SmolLM2's config and tokenizer,
@@ -88,4 +90,21 @@ if ls "$CARRY"/wheels-ppo/*.whl >/dev/null 2>&1; then
     > "$OUT/vs_trl_ppo_cuda.json" 2> "$OUT/vs_trl_ppo_cuda.err" || status=1
   cat "$OUT/vs_trl_ppo_cuda.json"
 fi
+echo "== 5. the memory estimate on the GPU: a Qwen2.5-0.5B-shaped random model"
+QWEN=var/models/qwen2.5-0.5b-shape
+[ -e "$QWEN/model.safetensors" ] || "$PY" - "$CARRY/smollm2-config" "$QWEN" <<'EOF2'
+import shutil, sys
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config
+src, dest = sys.argv[1], sys.argv[2]
+config = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                     num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                     max_position_embeddings=32768, tie_word_embeddings=True)
+torch.manual_seed(0)
+AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(dest)
+for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    shutil.copy(f"{src}/{name}", f"{dest}/{name}")  # SmolLM2's: its ids fit the vocabulary
+EOF2
+timeout 300 "$PY" bench/estimate_memory.py --device cuda --model-dir "$QWEN" \
+  | tee "$OUT/estimate_memory_cuda.log" || status=1
 exit $status

@@ -14,9 +14,9 @@ import pytest
 
 from tests.browser import chromium_page, sign_in
 from tests.hf_cache import cache_model
+from tests.runs_helpers import make_dataset, make_run
 from tests.site_data import make_site
 from tests.training_helpers import TINY_LLAMA
-from tests.runs_helpers import make_dataset, make_run
 from webapp.runs.models import Run
 from webapp.workers_presence import presence_client, presence_remove, presence_write
 

@@ -21,6 +21,7 @@ from training.backend import Backend
 from training.checkpoints import restore_optimizer, save_checkpoint_dir
 from training.config import RolloutConfig
 from training.data import PromptSampler
+from training.estimate import MAX_PROMPT_TOKENS
 from training.logprobs import CHUNK_ELEMENTS
 from training.memory import auto_micro_batch, inference_bytes, largest_split
 from training.metrics import MetricsSink, SampleRecord
@@ -34,8 +35,6 @@ from training.runtime import (
     use_gradient_checkpointing,
 )
 from training.scoring import RewardScorer
-
-MAX_PROMPT_TOKENS = 1024
 
 
 @dataclass

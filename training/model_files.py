@@ -72,6 +72,18 @@ def _read_json(path: Path) -> Any:
         raise Refused("not_a_model", f"{path.name} is not valid JSON ({exc})") from exc
 
 
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """The directory's ``config.json`` as a dict (bounded in size; :class:`Refused` if
+    missing or not a JSON object)."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise Refused("not_a_model", f"no config.json in {folder}")
+    config = _read_json(path)
+    if not isinstance(config, dict):
+        raise Refused("not_a_model", "config.json is not a JSON object")
+    return config
+
+
 def _header(path: Path) -> dict[str, Any]:
     """A safetensors file's header: tensor name -> {dtype, shape, data_offsets}."""
     with path.open("rb") as fh:
@@ -162,9 +174,7 @@ def inspect_model_dir(folder: str | Path) -> ModelCard:
     if not (folder / "config.json").is_file():
         raise Refused("not_a_model", f"no config.json in {folder}: not a Hugging Face model "
                       "directory")
-    config = _read_json(folder / "config.json")
-    if not isinstance(config, dict):
-        raise Refused("not_a_model", "config.json is not a JSON object")
+    config = read_config(folder)
     tokenizer_config = folder / "tokenizer_config.json"
     if "auto_map" in config or (tokenizer_config.is_file()
                                 and "auto_map" in _read_json(tokenizer_config)):

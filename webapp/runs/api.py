@@ -14,7 +14,9 @@ from training.reward_types import MAX_REWARD_SOURCES, TEXT_MAX_CHARS, WEIGHT_MAX
 from webapp.errors import Invalid
 from webapp.runs import compare, deletion, export, selectors, services
 from webapp.runs.checkpoints import checkpoint_disk_usage
+from webapp.runs.estimates import run_estimate
 from webapp.runs.models import Checkpoint, Run, RunStatus
+from webapp.runs.plans import run_plan
 from webapp.runs.selectors import QUERY_MAX, RUN_ORDERINGS
 from webapp.runs.series import POINTS_MAX, POINTS_MIN, X_KEYS, series_downsampled
 from webapp.runs.summaries import summary_of
@@ -304,6 +306,43 @@ def create_run(request: HttpRequest, payload: RunIn):
                               hyperparameters=payload.hyperparameters, tags=payload.tags,
                               notes=payload.notes)
     return 201, run_out(run)
+
+
+class EstimatePartsOut(Schema):
+    weights: int
+    gradients: int
+    optimizer: int
+    reference: int
+    critic: int
+    reward_models: int
+    kv_cache: int
+    decode_copies: int = Field(description="the CPU decoder's laid-out weights (fp32)")
+    activations: int
+    runtime: int = Field(description="the worker process itself (CPU)")
+
+
+class EstimateOut(Schema):
+    peak_mb_per_device: int
+    parts: EstimatePartsOut = Field(description="MB each; the peak is what the run keeps "
+                                    "plus sampling and training (the larger on a GPU, both "
+                                    "on the CPU)")
+    precision: str
+    micro_batch: int
+    device: str = Field(description="the device kind the parts are for: cuda | cpu")
+    prompt_tokens: int = Field(description="the prompt length assumed, from the data set")
+    fits: list[str] = Field(description="workers with a device that can hold the run")
+    per_worker: dict[str, Any]
+    warning: str | None
+
+
+@router.post("/runs/estimate", response=EstimateOut)
+def estimate_run(request: HttpRequest, payload: RunIn):
+    """The body of ``POST /api/runs``: the run's estimated peak memory per device, its parts,
+    and the workers up now that can hold it (nothing is stored)."""
+    plan = run_plan(owner=request.user, algorithm=payload.algorithm,
+                    dataset_id=payload.dataset, base_model=payload.base_model,
+                    rewards=payload.rewards, hyperparameters=payload.hyperparameters)
+    return run_estimate(owner=request.user, plan=plan)
 
 
 @router.get("/runs", response=list[RunOut])

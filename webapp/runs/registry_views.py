@@ -15,6 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from training.algorithms import algorithms
+from training.model_files import ModelCard
 from webapp.errors import ServiceError
 from webapp.runs import deletion, selectors
 from webapp.runs.checkpoints import (
@@ -26,7 +27,7 @@ from webapp.runs.checkpoints import (
     dependants_by_checkpoint,
 )
 from webapp.runs.models import Checkpoint
-from training.model_files import ModelCard
+from webapp.runs.registration import model_register
 from webapp.runs.registry import ModelEntry, card_json, checkpoint_card, model_list
 
 CHECKPOINTS_SHOWN = 300
@@ -78,6 +79,21 @@ def model_list_page(request: HttpRequest) -> HttpResponse:
         "reward_models": [r for r in rows if r.checkpoint.run.produces_reward_model],
         "shown_max": CHECKPOINTS_SHOWN, "truncated": len(rows) >= CHECKPOINTS_SHOWN,
         "disk_total": sum(r.disk.total for r in rows)})
+
+
+@login_required
+@require_POST
+def model_register_page(request: HttpRequest) -> HttpResponse:
+    """Staff: register a model directory from the models page's form."""
+    try:
+        registered = model_register(user=request.user, path=request.POST.get("path", ""),
+                                    name=request.POST.get("name", ""))
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Registered {registered.path} as '{registered.model_id}': "
+                                  "every user can start runs from it now.")
+    return redirect("models:list")
 
 
 @login_required

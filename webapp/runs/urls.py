@@ -6,6 +6,7 @@ app_name = "runs"
 urlpatterns = [
     path("", views.run_list_page, name="list"),
     path("new/", views.run_new, name="new"),
+    path("new/estimate/", views.run_estimate_fragment, name="estimate"),
     path("compare/", views.run_compare_page, name="compare"),
     path("<int:run_id>/", views.run_detail, name="detail"),
     path("<int:run_id>/cancel/", views.run_cancel, name="cancel"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -16,9 +17,11 @@ from training.algorithms.reward_model import EVAL_MIN_PAIRS
 from webapp.datasets.models import Dataset
 from webapp.errors import ServiceError
 from webapp.runs import compare, deletion, selectors, services
+from webapp.runs.estimates import run_estimate
 from webapp.runs.forms import MAX_REWARD_ROWS, RunForm, reward_form_types, rewards_from_post
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.naming import model_refs
+from webapp.runs.plans import run_plan
 from webapp.runs.prefill import prefill_from
 from webapp.waiting import queue_place
 
@@ -148,6 +151,43 @@ def run_new(request: HttpRequest) -> HttpResponse:
                       _form_context(form, rewards, exc.fields, exc.detail), status=exc.status)
     messages.success(request, f"Run '{run.name}' is queued.", extra_tags="launch")
     return redirect("runs:detail", run_id=run.pk)
+
+
+PART_LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "AdamW states",
+               "reference": "reference model", "critic": "critic", "reward_models": "reward models",
+               "kv_cache": "KV cache", "decode_copies": "decoder's weight copies",
+               "activations": "activations", "runtime": "process"}
+
+
+@login_required
+@require_POST
+def run_estimate_fragment(request: HttpRequest) -> HttpResponse:
+    """The launch form's memory estimate, as its fields stand (htmx, on every change)."""
+    algorithm = _algorithm(request)
+    form = RunForm(request.POST, user=request.user, algorithm=algorithm)
+    spec = get_algorithm(algorithm)
+    context: dict[str, Any] = {}
+    if not form.is_valid():
+        problems = [f"{form[k].label if k in form.fields else k}: {' '.join(v)}"
+                    for k, v in form.errors.items() if k != "name"]
+        if problems:
+            context["problem"] = "; ".join(problems)
+    if "problem" not in context:
+        try:
+            plan = run_plan(owner=request.user, algorithm=algorithm,
+                            dataset_id=getattr(form.cleaned_data.get("dataset"), "pk", None),
+                            base_model=form.cleaned_data.get("base_model"),
+                            rewards=rewards_from_post(request.POST) if spec and
+                            spec.uses_rewards else [],
+                            hyperparameters=form.hyperparameters())
+            found = run_estimate(owner=request.user, plan=plan)
+            total = sum(found["parts"].values()) or 1
+            context |= {"estimate": found, "bars": [
+                (PART_LABELS.get(k, k), mb, round(100 * mb / total, 1))
+                for k, mb in found["parts"].items() if mb > 0]}
+        except ServiceError as exc:
+            context["problem"] = exc.detail
+    return render(request, "runs/_estimate.html", context)
 
 
 @login_required
