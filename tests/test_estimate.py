@@ -191,21 +191,19 @@ def test_the_launch_form_shows_the_estimate_and_follows_its_fields(
     with chromium_page(timeout_ms=20_000) as tab:
         sign_in(tab, live_server.url)
         tab.goto(live_server.url + "/runs/new/")
-        tab.wait_for_selector("#estimate-problem")  # no data set picked yet
-        assert "Dataset" in tab.inner_text("#estimate")
-        tab.select_option("#id_dataset", str(dataset["id"]))
+        assert tab.input_value("#id_dataset") == str(dataset["id"])  # the newest, picked
         tab.select_option("#id_base_model", "tiny-llama")
         tab.wait_for_selector("#estimate-peak")
         first = _peak(tab)
         assert gpu_worker in tab.inner_text("#estimate-fits")
 
-        tab.fill("#id_hp_group_size", "32")
-        tab.dispatch_event("#id_hp_group_size", "change")
+        tab.fill("#id_hp_lora_rank", "8")  # adapters: no reference, AdamW states for them only
+        tab.dispatch_event("#id_hp_lora_rank", "change")
         tab.wait_for_function(f"() => {{ const e = document.querySelector('#estimate-peak strong');"
-                              f" return e && parseInt(e.innerText.replace(/\\D/g, '')) > "
+                              f" return e && parseInt(e.innerText.replace(/\\D/g, '')) < "
                               f"{first}; }}")
 
-        assert _peak(tab) > first
+        assert _peak(tab) < first
         if os.environ.get("PAGE_SCREENSHOTS"):  # for a look: the form with its estimate
             tab.locator("#estimate-card").screenshot(
                 path=os.path.join(os.environ["PAGE_SCREENSHOTS"], "estimate-card.png"))
@@ -224,3 +222,20 @@ def test_a_shape_reads_from_a_real_config():
         hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
         num_key_value_heads=2, head_dim=16, vocab_size=49152).__dict__
     assert shape.tied
+
+
+def test_the_forms_estimate_names_what_keeps_it_from_estimating(client, api, user):
+    dataset = upload_prompts(api, PROMPTS[:4])
+    client.force_login(user)
+    form = client.get("/runs/new/").context["form"]
+    data = {"algorithm": "grpo", "name": "", "dataset": dataset["id"], "base_model": "tiny-llama",
+            "reward-0-type": "length", "reward-0-weight": "1.0", "reward-0-length-target": "200",
+            **{f"hp_{k[3:]}": v for k, v in form.initial.items() if k.startswith("hp_")}}
+    data |= {n: f.initial for n, f in form.fields.items()
+             if n.startswith("hp_") and f.initial is not None and n not in data}
+
+    fine = client.post("/runs/new/estimate/", data).content.decode()
+    broken = client.post("/runs/new/estimate/", data | {"hp_group_size": "0"}).content.decode()
+
+    assert 'id="estimate-peak"' in fine and "MB" in fine
+    assert "No estimate yet" in broken and "group_size" in broken

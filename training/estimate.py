@@ -193,10 +193,16 @@ def estimate(config: Any, policy: ModelShape, *, device: str, bf16: bool, prompt
         parts, micro, training = _rollout(config, policy, p, device=device,
                                           prompt_tokens=prompt_tokens, reward_models=reward_models)
         sampling = parts["kv_cache"] + parts["decode_copies"]
-    else:
+    elif hasattr(config, "batch_size"):
         parts, micro, training = _reward_model(config, policy, p, prompt_tokens,
                                                response_tokens)
         sampling = 0.0
+    else:  # an algorithm of another shape: what any trainer holds, no activations known
+        trainable, t_bytes = _trainable(policy, int(config.lora_rank), p)
+        parts = dict.fromkeys(PARTS, 0.0) | {
+            "weights": policy.parameters * p, "gradients": trainable * t_bytes,
+            "optimizer": 2 * trainable * t_bytes}
+        micro, training, sampling = 0, trainable * t_bytes, 0.0
     parts["runtime"] = CPU_PROCESS_MB * MB if device == "cpu" else 0
     mb = {k: parts[k] / MB for k in PARTS}
     kept = sum(mb[k] for k in ("weights", "optimizer", "reference", "critic", "reward_models",

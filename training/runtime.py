@@ -72,13 +72,28 @@ def weights_in_own_memory(model: Any) -> Any:
     return model
 
 
+def resident_peak_mb() -> float:
+    """The process's peak resident memory: Linux's VmHWM, the high-water mark of this process
+    image's own memory. Not ``ru_maxrss``, which a process started by another keeps from its
+    parent (fork copies the parent's resident count, and exec folds it into the maximum), so
+    a run started from a 1 GB process would never read below 1 GB."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak accelerator memory allocated by tensors on CUDA; peak resident memory of the whole
     process on the CPU (a worker child runs one task, so that is the run's)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    return resident_peak_mb()
 
 
 def synchronize(device: torch.device) -> None:

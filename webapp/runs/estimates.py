@@ -4,6 +4,7 @@ devices the workers up now report (:mod:`webapp.workers_presence`): ``POST
 up now could hold is refused before it waits in a queue for nothing."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -23,6 +24,7 @@ from webapp.runs.plans import RunPlan
 from webapp.runs.registry import ModelEntry, model_card, model_resolve
 from webapp.workers_presence import workers_list
 
+log = logging.getLogger(__name__)
 SHRINK = ("LoRA (lora_rank), bf16 precision, gradient checkpointing, a smaller "
           "micro_batch_size, fewer prompts per step or a smaller group, fewer new tokens")
 
@@ -119,5 +121,8 @@ def refuse_if_too_large(*, owner: AbstractBaseUser, plan: RunPlan) -> None:
         found = run_estimate(owner=owner, plan=plan)
     except Invalid:
         return  # no card to size it by (a checkpoint without files): the worker will say
+    except Exception:  # an estimate is advice: a fault in it must not stop a launch
+        log.exception("could not estimate the memory of a %s run", plan.spec.id)
+        return
     if found["warning"] and not found["fits"] and found["per_worker"]:
         raise Invalid(found["warning"], fields={"base_model": "too large for every worker"})

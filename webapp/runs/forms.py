@@ -58,8 +58,9 @@ class RunForm(forms.Form):
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(),
                                      help_text="A prompts dataset; each step draws prompts "
                                                "from it.")
-    base_model = forms.ChoiceField(help_text="The policy to start from: a bundled model or a "
-                                             "checkpoint of an earlier run.")
+    base_model = forms.ChoiceField(help_text="The policy to start from: a bundled model, one "
+                                             "from the Hugging Face cache or a registered "
+                                             "directory, or a checkpoint of an earlier run.")
     tags = forms.CharField(required=False, max_length=1000,
                            help_text="Comma-separated, to find and compare runs later "
                                      "(e.g. baseline, lr-sweep).")
@@ -75,6 +76,10 @@ class RunForm(forms.Form):
         self.config_class = spec.config
         self.fields["dataset"].queryset = Dataset.objects.filter(
             owner_id=user.pk, kind__in=spec.dataset_kinds, hidden=False)
+        if not self.is_bound and not self.initial.get("dataset"):
+            # the newest that fits, so the form (and its estimate) starts from something real
+            newest = self.fields["dataset"].queryset.order_by("-created_at", "-id").first()
+            self.initial["dataset"] = newest.pk if newest else None
         self.fields["base_model"].choices = [
             (m.id, m.name) for m in model_list(user=user) if m.kind in spec.base_kinds]
         if spec.dataset_kinds != ("prompts",):
