@@ -17,7 +17,7 @@ from tests.hf_cache import cache_model
 from tests.runs_helpers import make_dataset, make_run
 from tests.site_data import make_site
 from tests.training_helpers import TINY_LLAMA
-from webapp.runs.models import Run
+from webapp.runs.models import ModelDownload, Run
 from webapp.workers_presence import presence_client, presence_remove, presence_write
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -134,6 +134,14 @@ def _cached_and_working(settings, tmp_path, site) -> None:
                    queues=["training"], pid=1,
                    devices=[gpu | {"index": 0}, gpu | {"index": 1}])
     user = site.grpo.owner
+    ModelDownload.objects.create(repo_id="some-org/a-model-whose-name-is-rather-long-indeed",
+                                 status="failed", requested_by=user, error=(
+                                     "The hub cannot be reached from this worker (offline: "
+                                     "HF_HUB_OFFLINE is set, or no network). Copy it into the "
+                                     "Hugging Face cache or register a directory."))
+    ModelDownload.objects.create(repo_id="Qwen/Qwen2.5-0.5B-Instruct", status="downloading",
+                                 requested_by=user, bytes_total=988_000_000,
+                                 bytes_done=420_000_000)
     held = make_run(user, make_dataset(user, "held"), name="on the GPUs", steps=1, finish=None)
     Run.objects.filter(pk=held.pk).update(worker=GPU_WORKER)
     user.is_staff = True

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # The tasks the workers define (workers/tasks.py), by name.
 TRAIN_RUN_TASK = "workers.tasks.train_run_task"
 GENERATE_BATCH_TASK = "workers.tasks.generate_batch_task"
+DOWNLOAD_MODEL_TASK = "workers.tasks.download_model_task"
 
 
 @cache

@@ -83,6 +83,12 @@ if not isinstance(LOCAL_MODELS, dict):
 HF_HUB_CACHE = Path(env_str("HF_HUB_CACHE", "") or Path(
     env_str("HF_HOME", "") or Path.home() / ".cache" / "huggingface") / "hub").expanduser()
 
+# Hub downloads (POST /api/models {"hub_id"}): the largest model a worker fetches, and how
+# many downloads one user may have waiting or running at once. HF_TOKEN (gated models) is read
+# from the workers' environment only.
+MAX_DOWNLOAD_BYTES = env_int("RLHF_MAX_DOWNLOAD_GB", 100) * 2**30
+MAX_DOWNLOADS_PER_USER = env_int("RLHF_MAX_DOWNLOADS_PER_USER", 2)
+
 # Upload limits, in bytes: the file as sent, and its content after gzip decompression.
 UPLOAD_MAX_BYTES = env_int("RLHF_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 UPLOAD_MAX_DECOMPRESSED_BYTES = env_int("RLHF_UPLOAD_MAX_DECOMPRESSED_BYTES", 200 * 1024 * 1024)

@@ -38,3 +38,10 @@ def _interrupt_runs(sender: str | None = None, **_: Any) -> None:
                     sender, n)
     except Exception:  # the database is gone too: the reaper resumes the runs later
         log.exception("could not interrupt the runs of %s", sender)
+
+
+@shared_task(name="workers.tasks.download_model_task", ignore_result=True, bind=True)
+def download_model_task(self: Any, download_id: int) -> None:
+    from workers.download_job import run_download
+
+    run_download(download_id, worker=self.request.hostname or "", task_id=self.request.id or "")

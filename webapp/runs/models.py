@@ -258,3 +258,54 @@ class RegisteredModel(models.Model):
 
     class Meta:
         ordering = ["model_id"]
+
+
+class DownloadStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    DOWNLOADING = "downloading", "Downloading"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_DOWNLOADS = (DownloadStatus.QUEUED, DownloadStatus.DOWNLOADING)
+
+
+class ModelDownload(models.Model):
+    """A hub model a person asked for, downloaded by a worker into the shared Hugging Face
+    cache (safetensors, config and tokenizer files only); it is listed as ``hf:<repo_id>`` once
+    ready. One active download per repository."""
+
+    repo_id = models.CharField(max_length=200)
+    revision = models.CharField(max_length=100, default="main")
+    status = models.CharField(max_length=20, choices=DownloadStatus.choices,
+                              default=DownloadStatus.QUEUED)
+    commit = models.CharField(max_length=64, blank=True)
+    bytes_total = models.BigIntegerField(null=True, blank=True)
+    bytes_done = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    task_id = models.CharField(max_length=255, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(
+            fields=["repo_id"], condition=models.Q(status__in=["queued", "downloading"]),
+            name="one_active_download_per_repo")]
+
+    @property
+    def model_id(self) -> str:
+        return f"hf:{self.repo_id}"
+
+    @property
+    def progress(self) -> float:
+        if self.status == DownloadStatus.READY:
+            return 1.0
+        if not self.bytes_total:
+            return 0.0
+        return min(1.0, self.bytes_done / self.bytes_total)

@@ -29,7 +29,7 @@ from huggingface_hub.errors import CacheNotFound
 from training.algorithms import algorithms
 from training.model_files import ModelCard, Refused, inspect_model_dir
 from webapp.errors import Invalid
-from webapp.runs.models import Checkpoint, RegisteredModel
+from webapp.runs.models import ACTIVE_DOWNLOADS, Checkpoint, ModelDownload, RegisteredModel
 
 log = logging.getLogger(__name__)
 HF_PREFIX = "hf:"
@@ -146,9 +146,12 @@ def _hf_cache() -> list[ModelEntry]:
         log.warning("cannot scan the Hugging Face cache %s: %s", settings.HF_HUB_CACHE, exc)
         return []
     out = []
+    # a repository being downloaded appears when its download is complete
+    fetching = set(ModelDownload.objects.filter(status__in=ACTIVE_DOWNLOADS)
+                   .values_list("repo_id", flat=True))
     for repo in sorted(info.repos, key=lambda r: r.repo_id.lower()):
         revision = _snapshot(repo) if repo.repo_type == "model" else None
-        if revision is None:
+        if revision is None or repo.repo_id in fetching:
             continue
         found = _inspected(str(revision.snapshot_path), revision.commit_hash)
         card = found if isinstance(found, ModelCard) else None

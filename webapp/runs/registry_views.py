@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
@@ -26,7 +26,8 @@ from webapp.runs.checkpoints import (
     checkpoint_lineage,
     dependants_by_checkpoint,
 )
-from webapp.runs.models import Checkpoint
+from webapp.runs.downloads import download_cancel, download_for, download_start
+from webapp.runs.models import ACTIVE_DOWNLOADS, Checkpoint, DownloadStatus, ModelDownload
 from webapp.runs.registration import model_register
 from webapp.runs.registry import ModelEntry, card_json, checkpoint_card, model_list
 
@@ -74,11 +75,65 @@ def model_list_page(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/models.html", {
         "base_models": [BaseModelRow(e, card_json(e) if e.ready else None) for e in entries
                         if e.source != "checkpoint"],
-        "hf_cache": settings.HF_HUB_CACHE,
+        "hf_cache": settings.HF_HUB_CACHE, **_downloads_context(request.user),
         "policies": [r for r in rows if not r.checkpoint.run.produces_reward_model],
         "reward_models": [r for r in rows if r.checkpoint.run.produces_reward_model],
         "shown_max": CHECKPOINTS_SHOWN, "truncated": len(rows) >= CHECKPOINTS_SHOWN,
         "disk_total": sum(r.disk.total for r in rows)})
+
+
+DOWNLOADS_SHOWN = 20
+
+
+def _downloads(user: Any) -> list[ModelDownload]:
+    """The newest downloads: staff see everyone's, others their own."""
+    qs = ModelDownload.objects.all() if user.is_staff else ModelDownload.objects.filter(
+        requested_by_id=user.pk)
+    for running in qs.filter(status=DownloadStatus.DOWNLOADING)[:DOWNLOADS_SHOWN]:
+        download_for(running.model_id)  # one whose worker went silent is failed, saying so
+    return list(qs[:DOWNLOADS_SHOWN])
+
+
+def _downloads_context(user: Any) -> dict[str, Any]:
+    downloads = _downloads(user)
+    return {"downloads": downloads,
+            "downloads_polling": any(d.status in ACTIVE_DOWNLOADS for d in downloads)}
+
+
+@login_required
+@require_GET
+def downloads_fragment(request: HttpRequest) -> HttpResponse:
+    """The downloads table, polled by the models page while one is waiting or running."""
+    return render(request, "runs/_downloads.html", _downloads_context(request.user))
+
+
+@login_required
+@require_POST
+def model_download_page(request: HttpRequest) -> HttpResponse:
+    try:
+        download, new = download_start(user=request.user, hub_id=request.POST.get("hub_id", ""),
+                                       revision=request.POST.get("revision", ""))
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"{download.repo_id}: " + (
+            "a worker downloads it; it appears in the list above when complete." if new
+            else f"already {download.status}."))
+    return redirect("models:list")
+
+
+@login_required
+@require_POST
+def download_cancel_page(request: HttpRequest, download_id: int) -> HttpResponse:
+    download = ModelDownload.objects.filter(pk=download_id).first()
+    if download is None or not (request.user.is_staff
+                                or download.requested_by_id == request.user.pk):
+        raise Http404("No download of yours by that id.")
+    try:
+        download_cancel(download=download)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+    return redirect("models:list")
 
 
 @login_required
