@@ -32,21 +32,37 @@ class FakeHub:
         return hashlib.sha1(f"commit of {repo_id}".encode()).hexdigest()
 
     def files(self, repo_id: str) -> list[Path]:
-        return sorted(p for p in self.repos[repo_id].iterdir() if p.is_file())
+        return sorted(p for p in self.repos[repo_id].rglob("*") if p.is_file())
+
+    def entries(self, repo_id: str) -> list[dict]:
+        root = self.repos[repo_id]
+        folders = sorted({p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()})
+        return ([{"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest(),
+                  "size": 0} for f in folders]
+                + [_entry(p, p.relative_to(root).as_posix()) for p in self.files(repo_id)])
 
 
-def _entry(path: Path) -> dict:
+def _entry(path: Path, name: str | None = None) -> dict:
     data = path.read_bytes()
-    return {"type": "file", "path": path.name, "size": len(data),
+    return {"type": "file", "path": name or path.name, "size": len(data),
             "oid": hashlib.sha1(data).hexdigest(),
             "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
                     "pointerSize": 134}}
 
 
+def _within(path: str, folder: str, recursive: bool) -> bool:
+    """Whether a tree listing of ``folder`` shows ``path``."""
+    prefix = f"{folder}/" if folder else ""
+    if not path.startswith(prefix) or path == folder:
+        return False
+    return recursive or "/" not in path[len(prefix):]
+
+
 def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    info = re.compile(r"^/api/models/([^/]+/[^/]+)/revision/([^/]+)$")
-    tree = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)")
-    resolve = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+    # models under /api/models and /<repo>; data sets under /api/datasets and /datasets/<repo>
+    info = re.compile(r"^/api/(?:models|datasets)/([^/]+/[^/]+)/revision/([^/]+)$")
+    tree = re.compile(r"^/api/(?:models|datasets)/([^/]+/[^/]+)/tree/([^/]+)/?(.*)$")
+    resolve = re.compile(r"^/(?:datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -92,11 +108,13 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                                      "blobId": e["oid"], "lfs": {"sha256": e["lfs"]["oid"],
                                                                  "size": e["size"],
                                                                  "pointerSize": 134}}
-                                    for e in map(_entry, hub.files(repo_id))]})
+                                    for e in hub.entries(repo_id) if e["type"] == "file"]})
             elif match := tree.match(path):
-                repo_id = match.group(1)
+                repo_id, under = match.group(1), match.group(3).strip("/")
                 if not self._refuse(repo_id):
-                    self._json([_entry(p) for p in hub.files(repo_id)])
+                    recursive = "recursive=true" in self.path.lower()
+                    self._json([e for e in hub.entries(repo_id) if _within(e["path"], under,
+                                                                           recursive)])
             elif match := resolve.match(path):
                 repo_id, name = match.group(1), match.group(3)
                 if self._refuse(repo_id):

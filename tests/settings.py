@@ -24,6 +24,7 @@ if not os.environ.get("REDIS_URL"):
         os.environ["REDIS_URL"] = _private.url
 # The Hugging Face cache the registry lists: the tests' own (empty unless a test fills it).
 os.environ["HF_HUB_CACHE"] = str(Path(os.environ["RLHF_VAR_DIR"]) / "hf-hub")
+os.environ["HF_DATASETS_CACHE"] = str(Path(os.environ["RLHF_VAR_DIR"]) / "hf-datasets")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite reaches the real hub
 os.environ.setdefault("RLHF_TRAINING_QUEUE", f"test-training-{os.getpid()}")
 os.environ.setdefault("RLHF_EVENTS_PREFIX", f"rlhf-test-{os.getpid()}:run-events:")

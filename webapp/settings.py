@@ -83,6 +83,10 @@ if not isinstance(LOCAL_MODELS, dict):
 HF_HUB_CACHE = Path(env_str("HF_HUB_CACHE", "") or Path(
     env_str("HF_HOME", "") or Path.home() / ".cache" / "huggingface") / "hub").expanduser()
 
+# Data sets by hub id (POST /api/datasets {"hub_id"}) are read from this cache first.
+HF_DATASETS_CACHE = Path(env_str("HF_DATASETS_CACHE", "") or Path(
+    env_str("HF_HOME", "") or Path.home() / ".cache" / "huggingface") / "datasets").expanduser()
+
 # Hub downloads (POST /api/models {"hub_id"}): the largest model a worker fetches, and how
 # many downloads one user may have waiting or running at once. HF_TOKEN (gated models) is read
 # from the workers' environment only.

@@ -5,21 +5,33 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
+from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import File, Form, Query, Router, Schema
 from ninja.files import UploadedFile
 from pydantic import Field, WithJsonSchema
 
 from training.preferences import rows_as_pairs
-from webapp.datasets import selectors, services
+from webapp import strictjson
+from webapp.datasets import hub, selectors, services
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.errors import Invalid
-from webapp.schemas import LIMIT_ACCEPTED_MAX, NAME_SCHEMA, OFFSET_MAX
+from webapp.schemas import (
+    LIMIT_ACCEPTED_MAX,
+    NAME_SCHEMA,
+    OFFSET_MAX,
+    StrictIn,
+    documented,
+    requires,
+)
 
 router = Router(tags=["datasets"])
 
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 500
+
+
+KIND_SCHEMA = {"type": "string", "enum": list(DatasetKind.values)}
 
 
 class DatasetSummaryOut(Schema):
@@ -35,6 +47,28 @@ class DatasetSummaryOut(Schema):
 
 class DatasetOut(DatasetSummaryOut):
     preview: list[dict[str, Any]]
+    origin: dict[str, Any] | None = Field(None, description="for a data set read from the hub: "
+                                          "hub_id, config, split, revision, columns")
+
+
+class HubDatasetIn(StrictIn):
+    """A data set read from the Hugging Face hub (this server's cache first)."""
+
+    model_config = requires("hub_id", "kind")
+
+    hub_id: Any = documented(type="string", minLength=3, maxLength=200,
+                             description="owner/name, e.g. openai/gsm8k")
+    config: Any = documented(type="string", maxLength=100, description="e.g. main")
+    split: Any = documented(type="string", maxLength=100, description="default train")
+    revision: Any = documented(type="string", maxLength=100, description="default main")
+    kind: Any = documented(**KIND_SCHEMA)
+    columns: Any = documented(type="object", maxProperties=10,
+                              additionalProperties={"type": "string", "maxLength": 200},
+                              description="this kind's column -> the data set's, e.g. "
+                              '{"prompt": "question", "answer": "answer"}')
+    limit: Any = documented(type="integer", minimum=1, description="rows to read (default "
+                            "2000)")
+    name: Any = documented(**NAME_SCHEMA)
 
 
 class Paging(Schema):
@@ -43,21 +77,33 @@ class Paging(Schema):
     offset: int = Field(0, ge=0, le=OFFSET_MAX)
 
 
-KIND_SCHEMA = {"type": "string", "enum": list(DatasetKind.values)}
 
 
 # Each collection route answers with and without the trailing slash; the slashed twin stays
 # out of the OpenAPI document.
 @router.post("", response={201: DatasetOut}, summary="Upload a dataset")
 @router.post("/", response={201: DatasetOut}, include_in_schema=False)
-def create_dataset(request: HttpRequest, file: UploadedFile = File(...),
-                   name: Annotated[str, WithJsonSchema(NAME_SCHEMA)] = Form(...),
-                   kind: Annotated[str, WithJsonSchema(KIND_SCHEMA)] = Form(...)
+def create_dataset(request: HttpRequest, file: UploadedFile | None = File(None),
+                   name: Annotated[str | None, WithJsonSchema(NAME_SCHEMA)] = Form(None),
+                   kind: Annotated[str | None, WithJsonSchema(KIND_SCHEMA)] = Form(None)
                    ) -> tuple[int, Dataset]:
     """Multipart ``file`` (JSONL, CSV or Parquet, optionally gzipped), ``name`` and ``kind``
-    (``prompts | preferences | rankings``). Errors name the offending rows."""
-    dataset = services.dataset_create(owner=request.user, name=name, kind=kind, upload=file)
+    (``prompts | preferences | rankings``); errors name the offending rows. Or a JSON body
+    (see HubDatasetIn): ``{"hub_id", "config", "split", "kind", "columns", "limit",
+    "name"}`` reads a hub data set, from this server's cache first (offline and not cached:
+    422)."""
+    if request.content_type == "application/json":
+        body = HubDatasetIn.model_validate(_json_body(request))
+        return 201, hub.dataset_from_hub(owner=request.user, **body.model_dump())
+    dataset = services.dataset_create(owner=request.user, name=name or "", kind=kind or "",
+                                      upload=file)
     return 201, dataset
+
+
+def _json_body(request: HttpRequest) -> Any:
+    if hasattr(request, "json_body"):
+        return request.json_body
+    return strictjson.loads(request.body, max_depth=settings.JSON_MAX_DEPTH)
 
 
 @router.get("", response=list[DatasetSummaryOut], summary="List your datasets, newest first")

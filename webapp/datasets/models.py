@@ -35,6 +35,8 @@ class Dataset(models.Model):
     source_rankings = models.CharField(max_length=64, blank=True)
     # Made by the playground for one prompt; not listed with the datasets people upload.
     hidden = models.BooleanField(default=False)
+    # Read from the Hugging Face hub: {"hub_id", "config", "split", "revision", "columns"}.
+    origin = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -10,9 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.datasets import selectors, services
+from webapp.datasets import hub, selectors, services
 from webapp.datasets.forms import KIND_HELP, DatasetUploadForm
-from webapp.datasets.models import Dataset
+from webapp.datasets.models import Dataset, DatasetKind
 from webapp.errors import ServiceError
 
 LIST_LIMIT = 200
@@ -45,13 +45,47 @@ def dataset_upload(request: HttpRequest) -> HttpResponse:
     return redirect("datasets:detail", dataset_id=dataset.pk)
 
 
+def _columns_from_text(text: str) -> dict[str, str] | None:
+    """``prompt=question, answer=answer`` as a mapping (None when blank: the kind's own)."""
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        target, _, source = pair.partition("=")
+        out[target.strip()] = source.strip() or target.strip()
+    return out
+
+
+@login_required
+@require_POST
+def dataset_from_hub_page(request: HttpRequest) -> HttpResponse:
+    """The upload page's hub form: the same as ``POST /api/datasets`` with JSON."""
+    post = request.POST
+    limit = post.get("limit", "").strip()
+    try:
+        dataset = hub.dataset_from_hub(
+            owner=request.user, hub_id=post.get("hub_id", "").strip(),
+            config=post.get("config", "").strip() or None,
+            split=post.get("split", "").strip() or None, kind=post.get("kind", ""),
+            columns=_columns_from_text(post.get("columns", "")),
+            limit=int(limit) if limit.isdigit() else (None if not limit else -1),
+            name=post.get("name", "").strip() or None)
+    except ServiceError as exc:
+        return _render_list(request, DatasetUploadForm(), status=exc.status, hub_error=exc,
+                            hub_values=post)
+    return redirect("datasets:detail", dataset_id=dataset.pk)
+
+
 def _render_list(request: HttpRequest, form: DatasetUploadForm, *, status: int = 200,
-                 error: ServiceError | None = None) -> HttpResponse:
+                 error: ServiceError | None = None, hub_error: ServiceError | None = None,
+                 hub_values: Any = None) -> HttpResponse:
     return render(request, "datasets/list.html", {
         "datasets": selectors.dataset_list(user=request.user, limit=LIST_LIMIT),
         "form": form,
         "kind_help": list(KIND_HELP.items()),
-        "error": error,
+        "error": error, "hub_error": hub_error, "hub": hub_values or {},
+        "kinds": DatasetKind.values,
     }, status=status)
 
 

@@ -5,7 +5,6 @@ the safetensors, config and tokenizer files into the shared Hugging Face cache
 The web process never reaches the hub itself."""
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,33 +14,19 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from webapp.errors import Invalid, WrongState
+from webapp.errors import WrongState
+from webapp.hubids import clean_hub_id
 from webapp.jobs import drop_task, stop_task
 from webapp.queueing import DOWNLOAD_MODEL_TASK, enqueue
 from webapp.runs.models import ACTIVE_DOWNLOADS, DownloadStatus, ModelDownload
 from webapp.runs.registry import HF_PREFIX, model_list
-
-# The hub's own rules for a repository id: an owner and a name of letters, digits, -, _ and .
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,99}$")
-
-
-def _clean(hub_id: Any, revision: Any) -> tuple[str, str]:
-    if not isinstance(hub_id, str) or not HUB_ID.match(hub_id) or ".." in hub_id:
-        raise Invalid("hub_id must be a hub repository id, owner/name (letters, digits, -, _ "
-                      "and .), e.g. Qwen/Qwen2.5-0.5B-Instruct.", fields={"hub_id": "malformed"})
-    revision = "main" if revision in (None, "") else revision
-    if not isinstance(revision, str) or not REVISION.match(revision) or ".." in revision:
-        raise Invalid("revision must be a branch, tag or commit of the repository (e.g. main).",
-                      fields={"revision": "malformed"})
-    return hub_id, revision
 
 
 def download_start(*, user: AbstractBaseUser | AnonymousUser, hub_id: Any,
                    revision: Any = None) -> tuple[ModelDownload, bool]:
     """The download of ``hub_id`` at ``revision``, and whether it is new: one already waiting
     or running for that repository is returned as it is."""
-    hub_id, revision = _clean(hub_id, revision)
+    hub_id, revision = clean_hub_id(hub_id, revision, example="Qwen/Qwen2.5-0.5B-Instruct")
     active = ModelDownload.objects.filter(repo_id=hub_id, status__in=ACTIVE_DOWNLOADS).first()
     if active is not None:
         return active, False
