@@ -109,11 +109,14 @@ def test_the_forms_offer_the_cached_models(client, user, hf_cache):
 
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
-def test_a_cached_model_trains_end_to_end_on_the_worker(api, worker, hf_cache):
+@pytest.mark.parametrize("repo, architecture", [(QWEN3, "Qwen3ForCausalLM"),
+                                                (QWEN2, "Qwen2ForCausalLM")])
+def test_a_cached_model_trains_end_to_end_on_the_worker(api, worker, hf_cache, repo,
+                                                        architecture):
     dataset = upload_prompts(api, PROMPTS)
     response = api.post("/api/runs", json.dumps({
         "name": "from the cache", "algorithm": "grpo", "dataset": dataset["id"],
-        "base_model": f"hf:{QWEN3}", "rewards": [{"type": "length", "target": 30}],
+        "base_model": f"hf:{repo}", "rewards": [{"type": "length", "target": 30}],
         "hyperparameters": {"max_steps": 2, "max_new_tokens": 8, "group_size": 2,
                             "prompts_per_step": 2}}), content_type="application/json")
     assert response.status_code == 201, response.content
@@ -125,5 +128,5 @@ def test_a_cached_model_trains_end_to_end_on_the_worker(api, worker, hf_cache):
     assert done["status"] == "succeeded", done["error"]
     checkpoint = api.get(f"/api/runs/{run_id}/checkpoints").json()[0]
     child = _models(api)[checkpoint["model_id"]]
-    assert child["parent"] == f"hf:{QWEN3}"
-    assert child["card"]["architecture"] == "Qwen3ForCausalLM"
+    assert child["parent"] == f"hf:{repo}"
+    assert child["card"]["architecture"] == architecture
