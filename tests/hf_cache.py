@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 
@@ -23,7 +24,17 @@ def cache_model(cache: Path, repo_id: str, source: Path, *, commit: str | None =
         data = file.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         (blobs / digest).write_bytes(data)
-        (snapshot / file.name).symlink_to(Path("../../blobs") / digest)
+        link = snapshot / file.name
+        link.unlink(missing_ok=True)  # a cache left by an interrupted test: replaced
+        link.symlink_to(Path("../../blobs") / digest)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snapshot
+
+
+def empty(cache: Path) -> Path:
+    """``cache`` made and emptied (a test before may have been interrupted)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for child in cache.iterdir():
+        shutil.rmtree(child, ignore_errors=True)
+    return cache

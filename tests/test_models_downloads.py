@@ -16,7 +16,7 @@ from django.conf import settings
 from tests.architectures import BY_ID, save_model
 from tests.conftest import WorkerProcess, wait_for, worker_env
 from tests.fake_hub import fake_hub
-from tests.hf_cache import cache_model
+from tests.hf_cache import cache_model, empty
 from webapp.runs.models import ModelDownload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -39,11 +39,9 @@ def qwen3_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def cache():
-    folder = Path(settings.HF_HUB_CACHE)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = empty(Path(settings.HF_HUB_CACHE))
     yield folder
-    for child in folder.iterdir():
-        shutil.rmtree(child, ignore_errors=True)
+    empty(folder)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from tests.architectures import BY_ID, build_model, save_model
 from tests.conftest import PROMPTS, upload_prompts, wait_for
-from tests.hf_cache import cache_model
+from tests.hf_cache import cache_model, empty
 from tests.training_helpers import tiny_tokenizer
 from webapp.runs.models import Run
 
@@ -30,13 +30,11 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
 def hf_cache(model_dirs) -> Path:
     """The cache the web process and the test worker both read (tests/settings.py), holding
     the two tiny models; emptied afterwards."""
-    cache = Path(settings.HF_HUB_CACHE)
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = empty(Path(settings.HF_HUB_CACHE))
     cache_model(cache, QWEN2, model_dirs["qwen2.5"])
     cache_model(cache, QWEN3, model_dirs["qwen3"])
     yield cache
-    for child in cache.iterdir():
-        shutil.rmtree(child)
+    empty(cache)
 
 
 def _refused_copy(cache: Path, repo_id: str, source: Path, tmp_path: Path, change) -> None:
