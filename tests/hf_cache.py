@@ -36,5 +36,8 @@ def empty(cache: Path) -> Path:
     """``cache`` made and emptied (a test before may have been interrupted)."""
     cache.mkdir(parents=True, exist_ok=True)
     for child in cache.iterdir():
-        shutil.rmtree(child, ignore_errors=True)
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:  # huggingface_hub's CACHEDIR.TAG, say
+            child.unlink()
     return cache
