@@ -33,9 +33,9 @@ ScoreFn = Callable[[Sequence[str], Sequence[str], Sequence[Mapping[str, Any]],
 @dataclass(frozen=True)
 class RewardArg:
     """One argument of a reward type. ``kind``: ``int`` or ``float`` (bounded by ``lo`` and
-    ``hi``), ``text``, ``regex`` (RE2, checked), ``column`` (one of the data set's columns) or
-    ``model`` (a registry id of a model of the type's ``model_kinds``). No ``default``: the
-    argument is required."""
+    ``hi``), ``text``, ``regex`` (RE2, checked), ``choice`` (one of ``choices``), ``column``
+    (one of the data set's columns) or ``model`` (a registry id of a model of the type's
+    ``model_kinds``). No ``default``: the argument is required."""
 
     name: str
     kind: str
@@ -44,15 +44,17 @@ class RewardArg:
     lo: float | None = None
     hi: float | None = None
     placeholder: str = ""
+    choices: tuple[str, ...] = ()
 
     @property
     def required(self) -> bool:
         return self.default is None
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "help": self.help,
-                "default": self.default, "required": self.required, "lo": self.lo,
-                "hi": self.hi}
+        out = {"name": self.name, "kind": self.kind, "help": self.help,
+               "default": self.default, "required": self.required, "lo": self.lo,
+               "hi": self.hi}
+        return out | ({"choices": list(self.choices)} if self.choices else {})
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,10 @@ def _clean_arg(arg: RewardArg, value: Any, columns: list[str] | None) -> Any:
                             value)
     if not isinstance(value, str) or not value:
         raise ValueError("must be text")
+    if arg.kind == "choice":
+        if value not in arg.choices:
+            raise ValueError("one of " + ", ".join(arg.choices))
+        return value
     if arg.kind == "regex":
         if len(value) > PATTERN_MAX_CHARS:
             raise ValueError(f"at most {PATTERN_MAX_CHARS} characters")
@@ -281,3 +287,102 @@ REWARD_MODEL = register_reward_type(RewardType(
     args=(RewardArg("model", "model", "the id of a fitted reward model (GET /api/models)"),),
     load="training.reward_scorer:RewardModelScorer", model_kinds=("reward",),
     critic_backbone=True))
+
+
+# --- the rewards DeepSeek-R1 trains with: format and whether code compiles ---
+
+# Each preset: the pattern a whole completion must match (RE2: linear time whatever the text).
+FORMAT_PRESETS: dict[str, str] = {
+    # R1's: reasoning in <think>, then the answer in <answer>
+    "think_answer": r"^<think>.*</think>\s*<answer>.*</answer>$",
+    # the final answer in \boxed{...}, as maths data sets grade it
+    "boxed": r"^.*\\boxed\{.+\}.*$",
+    # a fenced code block (exactly one: checked by counting fences)
+    "code_block": r"^[^`]*```[^\n`]*\n.*```[^`]*$",
+}
+R1_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def _format_partial(preset: str, text: str) -> float:
+    """Partial credit where the form is not met: R1's tags 0.25 each when present exactly
+    once; a code block among others 0.5; \\boxed is all or nothing."""
+    if preset == "think_answer":
+        return sum(text.count(tag) == 1 for tag in R1_TAGS) / len(R1_TAGS)
+    if preset == "code_block":
+        return 0.5 if text.count("```") >= 2 else 0.0
+    return 0.0
+
+
+def _marks_once(preset: str, text: str) -> bool:
+    """Each of R1's tags once; one code block (two fences)."""
+    if preset == "think_answer":
+        return all(text.count(tag) == 1 for tag in R1_TAGS)
+    if preset == "code_block":
+        return text.count("```") == 2
+    return True
+
+
+def format_score(prompts: Sequence[str], completions: Sequence[str],
+                 rows: Sequence[Mapping[str, Any]], args: Mapping[str, Any]) -> list[float]:
+    """1 when the completion has the preset's form, else 0 (or, with ``partial``, a share)."""
+    preset = str(args["preset"])
+    compiled = compile_reward_pattern(FORMAT_PRESETS[preset])
+    partial = args.get("partial") == "yes"
+    out = []
+    for completion in completions:
+        text = completion.strip()
+        whole = compiled.fullmatch(text) is not None and _marks_once(preset, text)
+        out.append(1.0 if whole else _format_partial(preset, text) if partial else 0.0)
+    return out
+
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
+CODE_MAX_CHARS = 100_000
+
+
+def first_code_block(completion: str) -> str | None:
+    """The first fenced block's code (a ``python`` block, or one with no language), or None."""
+    for language, code in _FENCE.findall(completion[:CODE_MAX_CHARS]):
+        if language.lower() in ("", "python", "py", "python3"):
+            return code
+    return None
+
+
+def compiles(code: str) -> bool:
+    """Whether ``code`` parses and compiles as Python. Nothing runs: ``compile`` only builds
+    bytecode, and CPython's constant folding refuses to build huge values (``9**9**9``,
+    ``'a' * 10**9`` stay unevaluated), so no text can make this take long."""
+    try:
+        compile(code, "<completion>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return False
+    return True
+
+
+def code_compiles_score(prompts: Sequence[str], completions: Sequence[str],
+                        rows: Sequence[Mapping[str, Any]], args: Mapping[str, Any]
+                        ) -> list[float]:
+    """1 when the completion's first Python block compiles, 0 when it does not or is missing
+    or empty."""
+    out = []
+    for completion in completions:
+        code = first_code_block(completion)
+        out.append(1.0 if code is not None and code.strip() and compiles(code) else 0.0)
+    return out
+
+
+FORMAT = register_reward_type(RewardType(
+    id="format", title="Format preset", order=25,
+    help="1 when the completion has the preset's form: think_answer is R1's "
+         "<think>...</think><answer>...</answer>, boxed puts the answer in \\boxed{}, "
+         "code_block is one fenced block; partial gives a share for each mark present.",
+    args=(RewardArg("preset", "choice", "the form to reward", default="think_answer",
+                    choices=tuple(FORMAT_PRESETS)),
+          RewardArg("partial", "choice", "partial credit for each mark present",
+                    default="no", choices=("no", "yes"))),
+    score=format_score))
+CODE_COMPILES = register_reward_type(RewardType(
+    id="code_compiles", title="Code compiles", order=35,
+    help="1 when the completion's first Python code block parses and compiles (it is never "
+         "run), 0 otherwise or without a block.",
+    score=code_compiles_score))

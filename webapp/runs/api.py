@@ -76,7 +76,9 @@ def rewards_schema() -> dict[str, Any]:
                                     "description": arg.help}
             prop |= {k: v for k, v in (("minimum", arg.lo), ("maximum", arg.hi),
                                        ("default", arg.default)) if v is not None}
-            if prop["type"] == "string":
+            if arg.choices:
+                prop["enum"] = list(arg.choices)
+            elif prop["type"] == "string":
                 prop |= {"minLength": 1, "maxLength": TEXT_MAX_CHARS}
             properties[arg.name] = prop
         variants.append({"title": kind.title, "type": "object", "properties": properties,

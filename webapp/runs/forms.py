@@ -32,7 +32,8 @@ def reward_form_types(user: Any) -> list[dict[str, Any]]:
         args = []
         for arg in kind.args:
             options = ([(m.id, m.name) for m in models if m.kind in kind.model_kinds]
-                       if arg.kind == "model" else None)
+                       if arg.kind == "model" else [(c, c) for c in arg.choices]
+                       if arg.kind == "choice" else None)
             args.append({"name": arg.name, "kind": arg.kind, "help": arg.help,
                          "default": "" if arg.default is None else arg.default,
                          "placeholder": arg.placeholder, "options": options})
