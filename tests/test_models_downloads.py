@@ -44,18 +44,28 @@ def cache():
     empty(folder)
 
 
-@pytest.fixture
-def hub_worker(settings, transactional_db, tmp_path, cache):
-    """A fake hub, and a worker of this test's own queue that reaches it (HF_ENDPOINT)."""
+@pytest.fixture(scope="module")
+def _hub_and_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A fake hub, and a worker on a queue of this module's own that reaches it
+    (HF_ENDPOINT), started once for the module's tests."""
     queue = f"test-hub-{uuid.uuid4().hex[:8]}"
-    settings.TRAINING_QUEUE = queue
+    with django_db_blocker.unblock():
+        env = worker_env()
     with fake_hub() as (hub, url):
-        worker = WorkerProcess(queue, tmp_path / "worker.log", name="hub", env=worker_env() | {
-            "RLHF_TRAINING_QUEUE": queue, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0"})
+        worker = WorkerProcess(queue, tmp_path_factory.mktemp("hub") / "worker.log", name="hub",
+                               env=env | {"RLHF_TRAINING_QUEUE": queue, "HF_ENDPOINT": url,
+                                          "HF_HUB_OFFLINE": "0"})
         try:
-            yield hub, worker.wait_ready()
+            yield hub, worker.wait_ready(), queue
         finally:
             worker.stop()
+
+
+@pytest.fixture
+def hub_worker(_hub_and_worker, settings, transactional_db, cache):
+    hub, worker, queue = _hub_and_worker
+    settings.TRAINING_QUEUE = queue
+    return hub, worker
 
 
 def test_a_hub_model_downloads_and_appears_when_complete(api, other_api, hub_worker,
