@@ -48,7 +48,7 @@ from training.modelhub import load_tokenizer
 from training.reward_types import reward_source_names
 from training.rollout import Rollout, completion_logprobs, prompt_text
 from training.runtime import Stopwatch
-from training.scoring import load_scorers, score
+from training.scoring import load_scorers, score, source_metrics
 
 CLIP_KEYS = ("clip/low", "clip/high", "clip/region")
 
@@ -129,6 +129,8 @@ def policy_gradient_step(config: PolicyGradientConfig, estimator: Estimator, sta
     prompts = [prompt_text(r["prompt"]) for r in group_rows]
     rewards, per_source = score(config.rewards, state.source_names, prompts,
                                 rollout.completions, group_rows, state.scorers)
+    said = source_metrics(config.rewards, state.source_names, prompts, rollout.completions,
+                          group_rows)
     clock.lap("reward")
     # --- reference and old log-probs (no gradient) ---
     rows = len(rollout.completions)
@@ -152,7 +154,7 @@ def policy_gradient_step(config: PolicyGradientConfig, estimator: Estimator, sta
                            old_logprobs, loss_beta, clock, plan)
     # --- log ---
     step_s = time.perf_counter() - started
-    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, clock)
+    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, clock) | said
     per_sequence = advantages if advantages.dim() == 1 else _sequence_means(
         advantages, rollout.action_mask.to(advantages.device))
     samples = sample_records(prompts, rollout, rewards, per_source, per_sequence,

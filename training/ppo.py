@@ -72,7 +72,7 @@ from training.modelhub import load_tokenizer
 from training.reward_types import reward_source_names
 from training.rollout import Rollout, completion_logprobs, prompt_text
 from training.runtime import Stopwatch
-from training.scoring import load_scorers, score
+from training.scoring import load_scorers, score, source_metrics
 
 
 class AdaptiveKLController:
@@ -169,6 +169,8 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
     prompts = [prompt_text(r["prompt"]) for r in picked]
     rewards, per_source = score(config.rewards, state.source_names, prompts,
                                 rollout.completions, picked, scorers=state.scorers)
+    said = source_metrics(config.rewards, state.source_names, prompts, rollout.completions,
+                          picked)
     clock.lap("reward")
     # --- old log-probs, reference log-probs and values (no gradient) ---
     frozen = _evaluate_rollout(config, state, rollout)
@@ -188,7 +190,7 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
         state.kl_coef = state.kl_controller.update(metrics["kl/mean"], config.prompts_per_step)
     # --- log ---
     step_s = time.perf_counter() - started
-    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, clock)
+    metrics |= step_metrics(state, rollout, rewards, per_source, step_s, clock) | said
     sequence_advantages = (advantages * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B,)
     samples = sample_records(prompts, rollout, rewards, per_source, sequence_advantages.cpu(),
                              config.samples_per_step)

@@ -28,6 +28,8 @@ TEXT_MAX_CHARS = 200
 
 ScoreFn = Callable[[Sequence[str], Sequence[str], Sequence[Mapping[str, Any]],
                     Mapping[str, Any]], list[float]]
+MetricsFn = Callable[[Sequence[str], Sequence[str], Sequence[Mapping[str, Any]],
+                      Mapping[str, Any]], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class RewardType:
     model_kinds: tuple[str, ...] = ()
     critic_backbone: bool = False
     """PPO may start its critic from this source's model (``critic_init: reward``)."""
+    metrics: MetricsFn | None = None
+    """Rule-based: what else a step's batch says, logged as ``reward/<source>/<key>``."""
     order: int = 100
 
     @property
@@ -386,3 +390,43 @@ CODE_COMPILES = register_reward_type(RewardType(
     help="1 when the completion's first Python code block parses and compiles (it is never "
          "run), 0 otherwise or without a block.",
     score=code_compiles_score))
+
+
+# --- maths: the final answer against the row's, by symbolic equivalence ---
+
+def math_score(prompts: Sequence[str], completions: Sequence[str],
+               rows: Sequence[Mapping[str, Any]], args: Mapping[str, Any]) -> list[float]:
+    """1 when the completion's final answer is the row's answer by symbolic equivalence
+    (:mod:`training.math_answers`, each pair within its time limit), else 0; no answer or no
+    reference scores 0."""
+    from training.math_answers import checker, final_answer, reference_answer
+
+    check = checker()
+    out = []
+    for completion, row in zip(completions, rows, strict=True):
+        answer = final_answer(completion)
+        gold = reference_answer(row.get(str(args.get("column", "answer"))))
+        out.append(1.0 if answer and gold and check.equivalent(gold, answer) else 0.0)
+    return out
+
+
+def math_metrics(prompts: Sequence[str], completions: Sequence[str],
+                 rows: Sequence[Mapping[str, Any]], args: Mapping[str, Any]
+                 ) -> dict[str, float]:
+    """The share of completions that give no answer at all (no box, tag or number)."""
+    from training.math_answers import final_answer
+
+    if not completions:
+        return {}
+    missing = sum(final_answer(c) is None for c in completions)
+    return {"no_answer_frac": missing / len(completions)}
+
+
+MATH = register_reward_type(RewardType(
+    id="math", title="Maths answer", order=28,
+    help="1 when the final answer (the last \\boxed{}, else <answer>, else the last number) "
+         "equals the row's answer symbolically (1/2 = 0.5 = \\frac{1}{2}; GSM8K's '#### 42' "
+         "read), by math-verify, each pair within 5 s.",
+    args=(RewardArg("column", "column", "the column with the reference answer",
+                    default="answer"),),
+    score=math_score, metrics=math_metrics))

@@ -60,3 +60,16 @@ def score(specs: Sequence[RewardSpec], names: Sequence[str], prompts: Sequence[s
         per_source[name] = torch.tensor(values, dtype=torch.float32)
         total += spec.weight * per_source[name]
     return total, per_source
+
+
+def source_metrics(specs: Sequence[RewardSpec], names: Sequence[str], prompts: Sequence[str],
+                   completions: Sequence[str], rows: Sequence[Mapping[str, Any]]
+                   ) -> dict[str, float]:
+    """What the sources that declare ``metrics`` say of the batch: ``reward/<name>/<key>``."""
+    out: dict[str, float] = {}
+    for spec, name in zip(specs, names, strict=True):
+        kind = get_reward_type(spec.type)
+        if kind is not None and kind.metrics is not None:
+            for key, value in kind.metrics(prompts, completions, rows, spec.args).items():
+                out[f"reward/{name}/{key}"] = float(value)
+    return out
