@@ -35,7 +35,8 @@ MetricsFn = Callable[[Sequence[str], Sequence[str], Sequence[Mapping[str, Any]],
 @dataclass(frozen=True)
 class RewardArg:
     """One argument of a reward type. ``kind``: ``int`` or ``float`` (bounded by ``lo`` and
-    ``hi``), ``text``, ``regex`` (RE2, checked), ``choice`` (one of ``choices``), ``column``
+    ``hi``), ``text``, ``regex`` (RE2, checked), ``choice`` (one of ``choices``), ``language``
+    (a code :mod:`training.languages` knows, or ``@column``), ``column``
     (one of the data set's columns) or ``model`` (a registry id of a model of the type's
     ``model_kinds``). No ``default``: the argument is required."""
 
@@ -144,6 +145,12 @@ def _clean_arg(arg: RewardArg, value: Any, columns: list[str] | None) -> Any:
         if value not in arg.choices:
             raise ValueError("one of " + ", ".join(arg.choices))
         return value
+    if arg.kind == "language":
+        if len(value) > TEXT_MAX_CHARS:
+            raise ValueError(f"at most {TEXT_MAX_CHARS} characters")
+        if value.startswith("@") and columns is not None and value[1:] not in columns:
+            raise ValueError("not a column of the data set (" + ", ".join(columns) + ")")
+        return _language_arg(value)
     if arg.kind == "regex":
         if len(value) > PATTERN_MAX_CHARS:
             raise ValueError(f"at most {PATTERN_MAX_CHARS} characters")
@@ -430,3 +437,38 @@ MATH = register_reward_type(RewardType(
     args=(RewardArg("column", "column", "the column with the reference answer",
                     default="answer"),),
     score=math_score, metrics=math_metrics))
+
+
+# --- language consistency ---
+
+def language_score(prompts: Sequence[str], completions: Sequence[str],
+                   rows: Sequence[Mapping[str, Any]], args: Mapping[str, Any]) -> list[float]:
+    """The share (0 to 1) of each completion written in the target language: a fixed code, or
+    with ``@column`` the row's."""
+    from training.languages import share_in
+
+    target = str(args["language"])
+    out = []
+    for completion, row in zip(completions, rows, strict=True):
+        language = str(row.get(target[1:], "")).strip().lower() if target.startswith("@") \
+            else target
+        out.append(share_in(completion, language) if language else 0.0)
+    return out
+
+
+def _language_arg(value: str) -> str:
+    from training.languages import supported
+
+    if value.startswith("@") or value in supported():
+        return value
+    raise ValueError("a language code (" + ", ".join(supported()) + ") or @column")
+
+
+LANGUAGE = register_reward_type(RewardType(
+    id="language", title="Language consistency", order=32,
+    help="The share of the completion written in the language (R1's language-consistency "
+         "reward), judged sentence by sentence: a code such as en or zh, or @column for the "
+         "row's.",
+    args=(RewardArg("language", "language", "a language code such as en, zh, fr, or @column",
+                    default="en", placeholder="en"),),
+    score=language_score))
