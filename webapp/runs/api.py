@@ -17,6 +17,7 @@ from webapp.runs.checkpoints import checkpoint_disk_usage
 from webapp.runs.estimates import run_estimate
 from webapp.runs.models import Checkpoint, Run, RunStatus
 from webapp.runs.plans import run_plan
+from webapp.runs.reward_tests import MAX_SAMPLES, rewards_score
 from webapp.runs.selectors import QUERY_MAX, RUN_ORDERINGS
 from webapp.runs.series import POINTS_MAX, POINTS_MIN, X_KEYS, series_downsampled
 from webapp.runs.summaries import summary_of
@@ -298,6 +299,28 @@ def hyperparameter_schema(request: HttpRequest, algorithm: str):
 def list_reward_types(request: HttpRequest):
     """Every reward type with its arguments (kind, bounds, default, help)."""
     return [t.as_json() for t in reward_types()]
+
+
+class RewardTestIn(StrictIn):
+    model_config = requires("rewards", "samples")
+
+    rewards: Any = documented(**rewards_schema())
+    samples: Any = documented(
+        type="array", minItems=1, maxItems=MAX_SAMPLES,
+        items={"type": "object", "required": ["completion"],
+               "properties": {"prompt": {"type": "string", "maxLength": 20_000},
+                              "completion": {"type": "string", "maxLength": 20_000}},
+               "additionalProperties": {"type": ["string", "number", "null"],
+                                        "maxLength": 2000}},
+        description="completions to score, with the columns the sources read (answer, ...)")
+
+
+@router.post("/rewards/score")
+def score_rewards(request: HttpRequest, payload: RewardTestIn):
+    """Score samples with reward sources before launching: each source's score per sample,
+    the weighted total, and what the sources report (e.g. math's no-answer share). Rule-based
+    sources only; a reward model is scored in runs."""
+    return rewards_score(rewards=payload.rewards, samples=payload.samples)
 
 
 @router.post("/runs", response={201: RunOut})

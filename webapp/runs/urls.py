@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.run_list_page, name="list"),
     path("new/", views.run_new, name="new"),
     path("new/estimate/", views.run_estimate_fragment, name="estimate"),
+    path("new/test-rewards/", views.reward_test_fragment, name="test-rewards"),
     path("compare/", views.run_compare_page, name="compare"),
     path("<int:run_id>/", views.run_detail, name="detail"),
     path("<int:run_id>/cancel/", views.run_cancel, name="cancel"),

@@ -23,6 +23,7 @@ from webapp.runs.models import Run, RunStatus
 from webapp.runs.naming import model_refs
 from webapp.runs.plans import run_plan
 from webapp.runs.prefill import prefill_from
+from webapp.runs.reward_tests import rewards_score
 from webapp.waiting import queue_place
 
 DEFAULT_REWARDS = [{"type": "length", "target": 200, "weight": 1.0}]
@@ -188,6 +189,22 @@ def run_estimate_fragment(request: HttpRequest) -> HttpResponse:
         except ServiceError as exc:
             context["problem"] = exc.detail
     return render(request, "runs/_estimate.html", context)
+
+
+@login_required
+@require_POST
+def reward_test_fragment(request: HttpRequest) -> HttpResponse:
+    """The launch form's "Test rewards" panel: its reward rows scored on a pasted sample."""
+    post = request.POST
+    sample = {"prompt": post.get("test-prompt", ""), "completion": post.get("test-completion", "")}
+    if post.get("test-answer", "").strip():
+        sample["answer"] = post["test-answer"].strip()
+    context: dict[str, Any] = {}
+    try:
+        context["result"] = rewards_score(rewards=rewards_from_post(post), samples=[sample])
+    except ServiceError as exc:
+        context["problem"] = exc.detail
+    return render(request, "runs/_reward_test.html", context)
 
 
 @login_required
