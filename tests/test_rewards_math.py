@@ -83,3 +83,18 @@ def test_the_api_offers_it_and_a_grpo_step_logs_its_misses(api, tmp_path):
     (_, metrics), = sink.metrics
     assert 0.0 <= metrics["reward/math/mean"] <= 1.0
     assert 0.0 <= metrics["reward/math/no_answer_frac"] <= 1.0
+
+
+def test_a_scoped_checker_has_a_budget_and_leaves_the_process_wide_one_alone():
+    from training.math_answers import checker, scoped_checker
+
+    shared = checker()
+    with scoped_checker(time_limit_s=0.5, budget_s=0.1) as own:
+        assert checker() is own
+        own.equivalent("1", "9^{9^{9^{9^{9}}}}")  # spends the budget (startup included)
+        started = time.monotonic()
+
+        assert own.equivalent("1/2", "0.5") is False  # over budget: not checked at all
+        assert time.monotonic() - started < 0.1
+
+    assert checker() is shared and own._process is None  # closed with its scope

@@ -11,12 +11,17 @@ process starts on first use and serves the run's steps after that.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import re
 import select
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +102,13 @@ class Checker:
     subprocess (``python -m training.math_answers``): no fork of a process holding torch's
     threads, and no re-import of whatever started this one."""
 
-    def __init__(self, time_limit_s: float = TIME_LIMIT_S):
+    def __init__(self, time_limit_s: float = TIME_LIMIT_S, budget_s: float | None = None):
         self.time_limit_s = time_limit_s
+        self.budget_s = budget_s  # all pairs together; past it, pairs score 0 unchecked
+        self.spent_s = 0.0
         self._process: subprocess.Popen[str] | None = None
         self._fresh = False  # a process that has not answered yet (still importing)
+        self._lock = threading.Lock()  # one pair at a time on the pipe
         self.timeouts = 0
 
     def _start(self) -> subprocess.Popen[str]:
@@ -116,6 +124,16 @@ class Checker:
         return self._process
 
     def equivalent(self, gold: str, answer: str) -> bool:
+        with self._lock:
+            if self.budget_s is not None and self.spent_s >= self.budget_s:
+                return False
+            started = time.monotonic()
+            try:
+                return self._check(gold, answer)
+            finally:
+                self.spent_s += time.monotonic() - started
+
+    def _check(self, gold: str, answer: str) -> bool:
         process = self._start()
         assert process.stdin is not None and process.stdout is not None
         try:
@@ -146,14 +164,34 @@ class Checker:
 
 
 _CHECKER: Checker | None = None
+_SCOPED: contextvars.ContextVar[Checker | None] = contextvars.ContextVar("math_checker",
+                                                                        default=None)
 
 
 def checker() -> Checker:
-    """The process-wide checker (one per training process)."""
+    """The checker of the current scope (:func:`scoped_checker`), else the process-wide one
+    (one per training process)."""
     global _CHECKER
+    scoped = _SCOPED.get()
+    if scoped is not None:
+        return scoped
     if _CHECKER is None:
         _CHECKER = Checker()
     return _CHECKER
+
+
+@contextlib.contextmanager
+def scoped_checker(time_limit_s: float, budget_s: float) -> Iterator[Checker]:
+    """A checker of its own for one request (a web request testing rewards): its own
+    process, a total time budget, closed at the end, so one person's hostile answers cost no
+    one else anything."""
+    own = Checker(time_limit_s=time_limit_s, budget_s=budget_s)
+    token = _SCOPED.set(own)
+    try:
+        yield own
+    finally:
+        _SCOPED.reset(token)
+        own.close()
 
 
 if __name__ == "__main__":

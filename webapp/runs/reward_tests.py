@@ -2,12 +2,14 @@
 "Test rewards" panel score pasted samples with the same declarations and code the engine
 uses, so a person sees what a reward gives before spending a run on it. Rule-based sources
 are scored here at once; a model-backed one (a reward model) needs its model loaded on a
-worker, so it is refused here, naming the source, and scored in runs."""
+worker, so it is refused here, naming the source, and scored in runs. The maths checks of
+one request run in a process of its own with a time budget (``scoped_checker``)."""
 from __future__ import annotations
 
 from typing import Any
 
 from training.config import ConfigError
+from training.math_answers import scoped_checker
 from training.reward_types import (
     get_reward_type,
     reward_source_names,
@@ -16,6 +18,8 @@ from training.reward_types import (
 from webapp.errors import Invalid
 
 MAX_SAMPLES = 64
+# the math reward here: a checking process of the request's own, 2 s a pair, 15 s in all
+MATH_PAIR_S, MATH_BUDGET_S = 2.0, 15.0
 TEXT_MAX_CHARS = 20_000
 COLUMN_MAX_CHARS = 2_000
 
@@ -62,14 +66,15 @@ def rewards_score(*, rewards: Any, samples: Any) -> dict[str, Any]:
     names = reward_source_names(clean)
     per_source: dict[str, list[float]] = {}
     extra: dict[str, float] = {}
-    for source, name in zip(clean, names, strict=True):
-        kind = get_reward_type(source["type"])
-        assert kind is not None and kind.score is not None
-        args = {k: v for k, v in source.items() if k not in ("type", "weight")}
-        per_source[name] = [float(v) for v in kind.score(prompts, completions, rows, args)]
-        if kind.metrics is not None:
-            extra |= {f"{name}/{k}": float(v)
-                      for k, v in kind.metrics(prompts, completions, rows, args).items()}
+    with scoped_checker(time_limit_s=MATH_PAIR_S, budget_s=MATH_BUDGET_S):
+        for source, name in zip(clean, names, strict=True):
+            kind = get_reward_type(source["type"])
+            assert kind is not None and kind.score is not None
+            args = {k: v for k, v in source.items() if k not in ("type", "weight")}
+            per_source[name] = [float(v) for v in kind.score(prompts, completions, rows, args)]
+            if kind.metrics is not None:
+                extra |= {f"{name}/{k}": float(v)
+                          for k, v in kind.metrics(prompts, completions, rows, args).items()}
     out = []
     for i in range(len(completions)):
         scores = {name: per_source[name][i] for name in names}
