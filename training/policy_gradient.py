@@ -130,7 +130,7 @@ def policy_gradient_step(config: PolicyGradientConfig, estimator: Estimator, sta
     rewards, per_source = score(config.rewards, state.source_names, prompts,
                                 rollout.completions, group_rows, state.scorers)
     said = source_metrics(config.rewards, state.source_names, prompts, rollout.completions,
-                          group_rows)
+                          group_rows, state.scorers)
     clock.lap("reward")
     # --- reference and old log-probs (no gradient) ---
     rows = len(rollout.completions)

@@ -170,7 +170,7 @@ def ppo_step(config: PPOConfig, state: _PPOState, should_stop: Callable[[], bool
     rewards, per_source = score(config.rewards, state.source_names, prompts,
                                 rollout.completions, picked, scorers=state.scorers)
     said = source_metrics(config.rewards, state.source_names, prompts, rollout.completions,
-                          picked)
+                          picked, state.scorers)
     clock.lap("reward")
     # --- old log-probs, reference log-probs and values (no gradient) ---
     frozen = _evaluate_rollout(config, state, rollout)

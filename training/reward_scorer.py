@@ -4,7 +4,7 @@ way it was fitted, and :class:`RewardModelScorer`, the reward source runs score 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ class RewardModelScorer:
 
     def __init__(self, path: str | Path, *, device: torch.device | str,
                  dtype: torch.dtype = torch.float32, max_length: int = 1024,
-                 batch_size: int = 16):
+                 batch_size: int = 16, args: Mapping[str, Any] | None = None):
         self.tokenizer = load_reward_tokenizer(path)
         self.model = load_reward_model(path, self.tokenizer, dtype=dtype,
                                        device=resolve_device(str(device)))

@@ -472,3 +472,16 @@ LANGUAGE = register_reward_type(RewardType(
     args=(RewardArg("language", "language", "a language code such as en, zh, fr, or @column",
                     default="en", placeholder="en"),),
     score=language_score))
+
+
+JUDGE = register_reward_type(RewardType(
+    id="judge", title="Judge model", order=45,
+    help="A causal LM reads each answer through the template and replies with a score from 1 "
+         "to 10, the reward; a reply without one is a counted miss (0).",
+    args=(RewardArg("model", "model", "the id of a causal LM (GET /api/models)"),
+          RewardArg("template", "text", "the judge's prompt, with {prompt} and {completion}",
+                    default="Rate the answer from 1 to 10. Question: {prompt} Answer: "
+                            "{completion} Score:"),
+          RewardArg("batch_size", "int", "completions judged at once (1 to 64)", default=8,
+                    lo=1, hi=64)),
+    load="training.judge:JudgeScorer", model_kinds=("policy",)))

@@ -36,7 +36,7 @@ def load_scorers(specs: Sequence[RewardSpec], names: Sequence[str], device: torc
         if kind.load is not None:
             if not spec.path:
                 raise ValueError(f"reward source {name!r} ({spec.type}) has no model path")
-            out[name] = _loader(kind.load)(spec.path, device=device)
+            out[name] = _loader(kind.load)(spec.path, device=device, args=spec.args)
     return out
 
 
@@ -63,13 +63,17 @@ def score(specs: Sequence[RewardSpec], names: Sequence[str], prompts: Sequence[s
 
 
 def source_metrics(specs: Sequence[RewardSpec], names: Sequence[str], prompts: Sequence[str],
-                   completions: Sequence[str], rows: Sequence[Mapping[str, Any]]
-                   ) -> dict[str, float]:
-    """What the sources that declare ``metrics`` say of the batch: ``reward/<name>/<key>``."""
+                   completions: Sequence[str], rows: Sequence[Mapping[str, Any]],
+                   scorers: Mapping[str, RewardScorer] | None = None) -> dict[str, float]:
+    """What the sources say of the batch beyond their scores, ``reward/<name>/<key>``: a
+    rule-based type's declared ``metrics``, a loaded scorer's ``last_metrics``."""
     out: dict[str, float] = {}
     for spec, name in zip(specs, names, strict=True):
         kind = get_reward_type(spec.type)
+        said: Mapping[str, float] = {}
         if kind is not None and kind.metrics is not None:
-            for key, value in kind.metrics(prompts, completions, rows, spec.args).items():
-                out[f"reward/{name}/{key}"] = float(value)
+            said = kind.metrics(prompts, completions, rows, spec.args)
+        elif scorers and name in scorers:
+            said = getattr(scorers[name], "last_metrics", None) or {}
+        out |= {f"reward/{name}/{key}": float(value) for key, value in said.items()}
     return out
