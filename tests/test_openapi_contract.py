@@ -29,6 +29,8 @@ def test_every_operation_keeps_its_documented_contract(live_server, user, transa
          "--generation-database", "none", "--workers", "2", "--no-color"],
         cwd=ROOT, capture_output=True, text=True, timeout=540,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    summary = done.stdout[-4000:]
+    failures = done.stdout[done.stdout.find("FAILURES"):][:6000] if "FAILURES" in done.stdout \
+        else ""
+    summary = failures + done.stdout[-3000:]
     assert done.returncode == 0, summary
     assert " passed" in summary and "failures" not in summary.split("====")[-1], summary

@@ -10,7 +10,13 @@ from ninja import Field, Query, Router, Schema
 from pydantic import StrictInt, WithJsonSchema
 
 from training.algorithms import algorithms, get_algorithm
-from training.reward_types import MAX_REWARD_SOURCES, TEXT_MAX_CHARS, WEIGHT_MAX, reward_types
+from training.reward_types import (
+    MAX_REWARD_SOURCES,
+    PATTERN_MAX_CHARS,
+    TEXT_MAX_CHARS,
+    WEIGHT_MAX,
+    reward_types,
+)
 from webapp.errors import Invalid
 from webapp.runs import compare, deletion, export, selectors, services
 from webapp.runs.checkpoints import checkpoint_disk_usage
@@ -80,7 +86,8 @@ def rewards_schema() -> dict[str, Any]:
             if arg.choices:
                 prop["enum"] = list(arg.choices)
             elif prop["type"] == "string":
-                prop |= {"minLength": 1, "maxLength": TEXT_MAX_CHARS}
+                prop |= {"minLength": 1, "maxLength": PATTERN_MAX_CHARS if arg.kind == "regex"
+                         else TEXT_MAX_CHARS}
             properties[arg.name] = prop
         variants.append({"title": kind.title, "type": "object", "properties": properties,
                          "required": ["type", *(a.name for a in kind.args if a.required)],

@@ -33,9 +33,12 @@ def _samples(samples: Any) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         if not isinstance(sample, dict) or not isinstance(sample.get("completion"), str):
             raise Invalid(f"Sample {i} needs a completion (text).",
                           fields={f"samples[{i}].completion": "required"})
+        if "prompt" in sample and not isinstance(sample["prompt"], str):
+            raise Invalid(f"Sample {i}: prompt must be text.",
+                          fields={f"samples[{i}].prompt": "not text"})
         for key, value in sample.items():
             limit = TEXT_MAX_CHARS if key in ("prompt", "completion") else COLUMN_MAX_CHARS
-            if not isinstance(key, str) or len(key) > 100 or (
+            if not isinstance(key, str) or len(key) > 100 or isinstance(value, bool) or (
                     value is not None and not isinstance(value, (str, int, float))):
                 raise Invalid(f"Sample {i}: {key!r} must be text or a number.",
                               fields={f"samples[{i}].{key}": "not text"})
