@@ -12,6 +12,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.errors import (
@@ -148,9 +150,4 @@ def run_download(download_id: int, *, worker: str, task_id: str) -> None:
         return
     ModelDownload.objects.filter(pk=download_id, status=DownloadStatus.DOWNLOADING).update(
         status=DownloadStatus.READY, finished_at=timezone.now(),
-        bytes_done=models_bytes(download_id))
-
-
-def models_bytes(download_id: int) -> int:
-    download = ModelDownload.objects.get(pk=download_id)
-    return download.bytes_total or download.bytes_done
+        bytes_done=Coalesce(F("bytes_total"), F("bytes_done")))

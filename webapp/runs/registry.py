@@ -112,6 +112,18 @@ def _bundled() -> list[ModelEntry]:
     return out
 
 
+def _inspected_entry(model_id: str, name: str, source: str, path: Path, stamp: Any, *,
+                     revision: str | None = None, missing_ok: bool = False) -> ModelEntry:
+    """An entry whose kind and readiness its files say; a refused one carries the reason
+    (``missing_ok``: a directory without a config is just not ready, not refused)."""
+    found = _inspected(str(path), stamp)
+    card = found if isinstance(found, ModelCard) else None
+    silent = missing_ok and not (path / "config.json").exists()
+    return ModelEntry(model_id, name, card.kind if card else "policy", source, path,
+                      ready=card is not None, revision=revision,
+                      problem=None if card is not None or silent else str(found))
+
+
 def _local() -> list[ModelEntry]:
     """The directories RLHF_LOCAL_MODELS lists and those staff registered, each with the kind
     its files say (a refused one listed with the reason)."""
@@ -119,15 +131,8 @@ def _local() -> list[ModelEntry]:
               for model_id, path in settings.LOCAL_MODELS.items()]
     listed += [(m.model_id, f"{m.name} (registered)", Path(m.path))
                for m in RegisteredModel.objects.all()[:MAX_REGISTERED]]
-    out = []
-    for model_id, name, path in listed:
-        found = _inspected(str(path), _stamp(path))
-        card = found if isinstance(found, ModelCard) else None
-        ready = card is not None
-        problem = None if ready or not (path / "config.json").exists() else str(found)
-        out.append(ModelEntry(model_id, name, card.kind if card else "policy", "local", path,
-                              ready=ready, problem=problem))
-    return out
+    return [_inspected_entry(model_id, name, "local", path, _stamp(path), missing_ok=True)
+            for model_id, name, path in listed]
 
 
 def _snapshot(repo: Any) -> Any | None:
@@ -153,13 +158,9 @@ def _hf_cache() -> list[ModelEntry]:
         revision = _snapshot(repo) if repo.repo_type == "model" else None
         if revision is None or repo.repo_id in fetching:
             continue
-        found = _inspected(str(revision.snapshot_path), revision.commit_hash)
-        card = found if isinstance(found, ModelCard) else None
-        out.append(ModelEntry(
-            f"{HF_PREFIX}{repo.repo_id}", f"{repo.repo_id} (Hugging Face cache)",
-            card.kind if card else "policy", "hf_cache", Path(revision.snapshot_path),
-            ready=card is not None, revision=revision.commit_hash,
-            problem=None if card else str(found)))
+        out.append(_inspected_entry(
+            f"{HF_PREFIX}{repo.repo_id}", f"{repo.repo_id} (Hugging Face cache)", "hf_cache",
+            Path(revision.snapshot_path), revision.commit_hash, revision=revision.commit_hash))
     return out
 
 
